@@ -1,0 +1,41 @@
+use std::path::PathBuf;
+
+/// A catalog file that cannot be used, with enough detail to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    /// The catalog folder or one of its files could not be read.
+    #[error("cannot read catalog file {path}: {source}")]
+    Read {
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file is not valid TOML or does not have the catalog's shape.
+    #[error("catalog file {file}: {message}")]
+    Parse {
+        /// The file, as given or as embedded (`embedded:pims/patients.toml`).
+        file: String,
+        /// What the TOML parser said, with the line and the key.
+        message: String,
+    },
+    /// A field of an entity is wrong.
+    #[error("catalog file {file}: field `{field}`: {problem}")]
+    Field {
+        /// The file.
+        file: String,
+        /// The field's JSON key.
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The entity as a whole is wrong (a bad name, two fields with one column).
+    #[error("catalog file {file}: {problem}")]
+    Entity {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        problem: String,
+    },
+}

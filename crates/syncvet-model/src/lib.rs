@@ -1,0 +1,20 @@
+//! The SyncVet entity catalog and the JSON → Arrow mapping.
+//!
+//! The catalog is data, not code: one TOML file per entity under `catalog/`,
+//! embedded in the binary, and optionally overridden or extended from a
+//! folder of the user's (a file named like an embedded entity replaces it;
+//! any other file adds an entity). From each [`Entity`] the crate derives
+//! the Arrow schema of its Parquet files ([`Entity::arrow_schema`]) and a
+//! fingerprint of that schema that manifests record, so a reader can tell
+//! when a partition was written with another catalog.
+//!
+//! This crate is pure: it does no I/O beyond reading a catalog folder.
+//! HTTP lives in `syncvet-client`, storage in `syncvet-lake`.
+
+mod catalog;
+mod error;
+mod field_type;
+
+pub use catalog::{Catalog, Entity, Field, FieldRole, SourceType};
+pub use error::CatalogError;
+pub use field_type::FieldType;

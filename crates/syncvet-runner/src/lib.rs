@@ -1,0 +1,1 @@
+//! syncvet-runner
