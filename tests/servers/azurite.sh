@@ -112,6 +112,7 @@ start() {
             --disableTelemetry --silent --skipApiVersionCheck
     ) </dev/null >>"$STATE/azurite.log" 2>&1 &
     echo $! >"$STATE/pid"
+    disown $!
     wait_ready "Azurite (blob on 127.0.0.1:$BLOB_PORT)" "$STATE/pid" "$STATE/azurite.log" answers
     create_container
     log "blob ready on 127.0.0.1:$BLOB_PORT, container $CONTAINER, pid $(cat "$STATE/pid"), in $((SECONDS - started))s"

@@ -132,6 +132,7 @@ start() {
             -admin.port="$ADMIN_PORT"
     ) </dev/null >>"$STATE/weed.log" 2>&1 &
     echo $! >"$STATE/pid"
+    disown $!
     wait_ready "SeaweedFS (S3 on 127.0.0.1:$S3_PORT)" "$STATE/pid" "$STATE/weed.log" s3_roundtrip
     log "S3 ready on 127.0.0.1:$S3_PORT, bucket $BUCKET, pid $(cat "$STATE/pid"), in $((SECONDS - started))s"
     print_env
