@@ -1,1 +1,278 @@
-fn main() {}
+//! `syncvet-etl`: the command line of the SyncVet → Parquet sync.
+//!
+//! Exit codes: 0 everything planned is in the lake; 1 nothing could start
+//! (configuration, credentials, lake); 2 some partitions failed (the report
+//! names them); 130 interrupted by SIGINT/SIGTERM.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use syncvet_runner::{Config, Dates, RunReport, Runner, RunnerError, Shard, SyncRequest, run_daemon};
+use tokio_util::sync::CancellationToken;
+
+const EXIT_FAILED_PARTITIONS: u8 = 2;
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser)]
+#[command(name = "syncvet-etl", version, about = "Lands SyncVet Consumer API batches in a Parquet data lake")]
+struct Cli {
+    /// The configuration file; without it `config/default.toml` if present,
+    /// else the embedded default (emulator on loopback, lake in ./lake).
+    #[arg(long, global = true, env = "SYNCVET_ETL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sync one batch date (default: yesterday in each source's time zone).
+    Run {
+        /// The batch date (YYYY-MM-DD).
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        #[command(flatten)]
+        filters: Filters,
+    },
+    /// Sync every batch date of a range, both ends included.
+    Backfill {
+        /// The first batch date (YYYY-MM-DD).
+        #[arg(long)]
+        from: NaiveDate,
+        /// The last batch date (YYYY-MM-DD).
+        #[arg(long)]
+        to: NaiveDate,
+        #[command(flatten)]
+        filters: Filters,
+    },
+    /// Run on the configured cron schedule, with /healthz and /metrics.
+    Daemon,
+    /// Check the configuration, the credentials and the first page of each
+    /// entity of one source; writes nothing.
+    Validate {
+        /// The source to read (default: the first one the API lists).
+        #[arg(long)]
+        practice: Option<String>,
+    },
+    /// Serve the emulated SyncVet API.
+    Emulator(syncvet_emulator::cli::Args),
+    /// Show a run report from the lake (default: the latest run).
+    Report {
+        /// The run id (as printed by `run`).
+        run_id: Option<String>,
+        /// Print the report's JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Filters {
+    /// Only this source (practice or supplier id); repeatable.
+    #[arg(long = "practice")]
+    practices: Vec<String>,
+    /// Only this entity; repeatable.
+    #[arg(long = "entity")]
+    entities: Vec<String>,
+    /// Rewrite partitions that are already in the lake.
+    #[arg(long)]
+    force: bool,
+    /// Take one slice of the sources, INDEX/COUNT (the rate budget is divided by COUNT).
+    #[arg(long)]
+    shard: Option<Shard>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let command = match cli.command {
+        Command::Emulator(args) => {
+            return match syncvet_emulator::cli::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            };
+        }
+        command => command,
+    };
+    let config_path = cli.config.or_else(|| {
+        let default = PathBuf::from("config/default.toml");
+        default.exists().then_some(default)
+    });
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match Config::load(config_path.as_deref(), env) {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    let shard = match &command {
+        Command::Run { filters, .. } | Command::Backfill { filters, .. } => filters.shard,
+        _ => None,
+    };
+    let runner = match Runner::start(config, shard).await {
+        Ok(runner) => Arc::new(runner),
+        Err(e) => return fail(&e),
+    };
+    let shutdown = shutdown_on_signals();
+
+    let (dates, filters, command) = match command {
+        Command::Run { date, filters } => (Dates::Single(date), filters, "run"),
+        Command::Backfill { from, to, filters } => (Dates::Range(from, to), filters, "backfill"),
+        Command::Daemon => {
+            if let Err(e) = runner.check_auth().await {
+                return fail(&e);
+            }
+            return match run_daemon(runner, shutdown.clone()).await {
+                Ok(()) if shutdown.is_cancelled() => ExitCode::from(EXIT_INTERRUPTED),
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            };
+        }
+        Command::Validate { practice } => return validate(&runner, practice.as_deref()).await,
+        Command::Report { run_id, json } => return report(&runner, run_id, json).await,
+        Command::Emulator(_) => unreachable!("served above"),
+    };
+    if let Err(e) = runner.check_auth().await {
+        return fail(&e);
+    }
+    let request = SyncRequest {
+        command,
+        dates,
+        practices: filters.practices,
+        entities: filters.entities,
+        force: filters.force,
+        progress: true,
+    };
+    match runner.sync(&request, shutdown).await {
+        Ok(report) => {
+            print!("{}", report.summary());
+            exit_code(&report)
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn exit_code(report: &RunReport) -> ExitCode {
+    if report.interrupted {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if report.all_done() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED_PARTITIONS)
+    }
+}
+
+async fn validate(runner: &Runner, practice: Option<&str>) -> ExitCode {
+    match runner.validate(practice).await {
+        Ok(results) => {
+            let mut ok = true;
+            for (entity, outcome) in results {
+                match outcome {
+                    Ok(text) => println!("ok    {entity:<24} {text}"),
+                    Err(e) => {
+                        ok = false;
+                        println!("FAIL  {entity:<24} {e}");
+                    }
+                }
+            }
+            if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+async fn report(runner: &Runner, run_id: Option<String>, json: bool) -> ExitCode {
+    let lake = runner.lake();
+    let run_id = match run_id {
+        Some(id) => id,
+        None => match lake.latest_run_id().await {
+            Ok(Some(id)) => id,
+            Ok(None) => return fail(&RunnerError::NoSuchRun("(none yet)".into())),
+            Err(e) => return fail(&RunnerError::from(e)),
+        },
+    };
+    let bytes = match lake.get_run_report(&run_id).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return fail(&RunnerError::NoSuchRun(run_id)),
+        Err(e) => return fail(&RunnerError::from(e)),
+    };
+    if json {
+        println!("{}", String::from_utf8_lossy(&bytes));
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_slice::<RunReport>(&bytes) {
+        Ok(report) => {
+            print!("{}", report.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: run report {run_id} is not readable: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// One line on stderr, exit 1: the run could not start.
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(1)
+}
+
+/// The first SIGINT/SIGTERM stops the run cleanly; a second one exits at once.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        for _ in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            if trigger.is_cancelled() {
+                tracing::warn!("second signal: exiting now; nothing half-written is visible in the lake");
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+            trigger.cancel();
+        }
+    });
+    token
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

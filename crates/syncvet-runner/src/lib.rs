@@ -1,1 +1,35 @@
-//! syncvet-runner
+//! Plans and runs SyncVet syncs: the part a platform engineer touches.
+//!
+//! - [`Config`] is the one configuration file (`config` crate: TOML layered
+//!   with `SYNCVET_ETL__SECTION__KEY`), checked whole before any work starts.
+//! - [`Runner`] discovers the sources, plans (source × entity × date)
+//!   partitions, skips those the lake already has (state lives in the lake's
+//!   manifests, so a re-run after a crash resumes), and syncs the rest:
+//!   `sync.concurrency` sources at once, `sync.entity_concurrency`
+//!   partitions per source, every request under the client's one rate
+//!   governor (fair across sources). Within a partition the next pages are
+//!   fetched while the current one is decoded and written, through a bounded
+//!   channel, so memory is bounded by concurrency × (pages in flight + one
+//!   row group) whatever the size of a source or a backfill.
+//! - Shutdown is a token passed in: once cancelled no partition starts;
+//!   in-flight ones get `daemon.shutdown_grace_secs` to commit and are then
+//!   abandoned uncommitted (the lake never shows half a partition).
+//! - Every run writes a [`RunReport`] to `_runs/{run_id}.json` in the lake.
+//! - [`run_daemon`] adds the cron schedule, catch-up and `/metrics`.
+
+mod config;
+mod daemon;
+mod error;
+mod job;
+mod metrics;
+mod plan;
+mod report;
+mod run;
+
+pub use config::{Config, DEFAULT_CONFIG, DaemonConfig, EmulatorSection, ScheduleConfig, SyncConfig};
+pub use daemon::run_daemon;
+pub use error::RunnerError;
+pub use metrics::Metrics;
+pub use plan::{Dates, Shard};
+pub use report::{PartitionReport, PartitionStatus, RunReport, SourceFailure};
+pub use run::{Runner, SyncRequest};
