@@ -35,7 +35,7 @@ servers-down:
 	bash tests/servers/seaweedfs.sh stop
 	bash tests/servers/azurite.sh stop
 
-# The deploy validators alone (needs the venv and a built binary).
+# The offline deploy validators alone (needs the venv from a first `make check`).
 deploy-check:
 	cargo build -p syncvet-etl
 	SYNCVET_PYTHON=$${SYNCVET_PYTHON:-.cache/py-venv/bin/python} bash deploy/validate.sh

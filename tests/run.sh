@@ -8,7 +8,8 @@
 # then starts both storage servers on loopback, exports their env, and runs
 #   cargo fmt --check, cargo clippy -D warnings, cargo test --workspace
 #   (the e2e package syncvet-e2e included), the Python tests of tests/py,
-#   and deploy/validate.sh.
+#   deploy/validate.sh (offline validators) and deploy/smoke.sh (the binary
+#   run with the shipped deploy configs against the emulator and SeaweedFS).
 # The servers are stopped by PID when it ends, also on failure or Ctrl-C.
 # A server that cannot start fails the suite with the reason; nothing is
 # skipped. Every step runs even after an earlier one failed, so one run shows
@@ -19,7 +20,8 @@
 #
 # Env for the Rust tests (exported here): AWS_* and SYNCVET_TEST_S3_URL (SeaweedFS),
 # AZURE_*/AZURITE_BLOB_STORAGE_URL and SYNCVET_TEST_AZURE_URL (Azurite),
-# SYNCVET_PYTHON (the venv python) and SYNCVET_CHECK_LAKE (tests/py/check_lake.py),
+# SYNCVET_PYTHON (the venv python), SYNCVET_CHECK_LAKE (tests/py/check_lake.py),
+# SYNCVET_ETL_BIN (target/debug/syncvet-etl),
 # SYNCVET_SEAWEEDFS_CTL / SYNCVET_AZURITE_CTL (`$SYNCVET_SEAWEEDFS_CTL restart`
 # restarts S3 on the same port and data) and SYNCVET_RUN_DIR (their state).
 set -euo pipefail
@@ -137,6 +139,8 @@ timed "seaweedfs (S3)" start_server seaweedfs.sh
 timed "azurite (Azure Blob)" start_server azurite.sh
 export SYNCVET_PYTHON="$VENV/bin/python"
 export SYNCVET_CHECK_LAKE="$REPO/tests/py/check_lake.py"
+# Built by the "cargo build --bins" step; e2e tests and deploy/ scripts run it.
+export SYNCVET_ETL_BIN="$REPO/target/debug/syncvet-etl"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 echo "S3 $AWS_ENDPOINT bucket $AWS_BUCKET; Azure $AZURITE_BLOB_STORAGE_URL container $AZURE_CONTAINER_NAME"
 
@@ -153,7 +157,8 @@ if [ "$MODE" = all ]; then
 fi
 step "python tests (tests/py)" pytest_tools
 if [ "$MODE" = all ]; then
-    step "deploy/validate.sh" env SYNCVET_ETL_BIN="$REPO/target/debug/syncvet-etl" bash deploy/validate.sh
+    step "deploy/validate.sh" bash deploy/validate.sh
+    step "deploy/smoke.sh" bash deploy/smoke.sh
 fi
 
 say "summary ($((SECONDS - SUITE_START))s in all)"
