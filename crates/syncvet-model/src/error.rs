@@ -39,3 +39,28 @@ pub enum CatalogError {
         problem: String,
     },
 }
+
+/// A page whose `items` cannot be read at all. A bad record never causes
+/// one: it becomes a [`Reject`](crate::Reject) and the rest of the page is kept.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The bytes are not UTF-8 text.
+    #[error("the page's items are not UTF-8 (invalid byte at offset {valid_up_to})")]
+    NotUtf8 {
+        /// How many bytes from the start are valid.
+        valid_up_to: usize,
+    },
+    /// The text is JSON of another shape than an array (or empty).
+    #[error("the page's items are not a JSON array but {found}")]
+    NotAnArray {
+        /// What was found instead (`an object`, `nothing`…).
+        found: &'static str,
+    },
+    /// The text is not valid JSON (truncated, a stray byte, trailing data).
+    #[error("the page's items are not valid JSON: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// The columns could not be assembled into the entity's schema (a bug).
+    #[error("cannot assemble the Arrow batch: {0}")]
+    Batch(#[from] arrow::error::ArrowError),
+}

@@ -12,9 +12,11 @@
 //! HTTP lives in `syncvet-client`, storage in `syncvet-lake`.
 
 mod catalog;
+mod decode;
 mod error;
 mod field_type;
 
 pub use catalog::{Catalog, Entity, Field, FieldRole, SourceType};
-pub use error::CatalogError;
+pub use decode::{DecodedPage, PageDecoder, Reject};
+pub use error::{CatalogError, DecodeError};
 pub use field_type::FieldType;
