@@ -63,15 +63,27 @@ cleanup() {
     fi
     exit "$status"
 }
+# A step runs in its own session (process group) in the background, so a
+# signal to this script is handled at once (bash defers traps while a
+# foreground child runs) and ends the whole step, test binaries included.
+STEP_PID=
+interrupted() {
+    echo "run.sh: interrupted" >&2
+    [ -z "$STEP_PID" ] || kill -TERM -- "-$STEP_PID" 2>/dev/null || true
+    exit 130
+}
 trap cleanup EXIT
-trap 'echo "run.sh: interrupted" >&2; exit 130' INT TERM
+trap interrupted INT TERM
 
 # Runs one step, records its time and outcome, never stops the suite.
 step() {
     local name="$1" started=$SECONDS status=0
     shift
     say "$name"
-    "$@" || status=$?
+    setsid "$@" &
+    STEP_PID=$!
+    wait "$STEP_PID" || status=$?
+    STEP_PID=
     TIMINGS+=("$(printf '%-28s %5ss  %s' "$name" $((SECONDS - started)) "$([ $status -eq 0 ] && echo ok || echo "FAILED ($status)")")")
     [ $status -eq 0 ] || FAILED+=("$name")
 }
@@ -144,7 +156,6 @@ export SYNCVET_ETL_BIN="$REPO/target/debug/syncvet-etl"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 echo "S3 $AWS_ENDPOINT bucket $AWS_BUCKET; Azure $AZURITE_BLOB_STORAGE_URL container $AZURE_CONTAINER_NAME"
 
-pytest_tools() { "$SYNCVET_PYTHON" -m pytest -p no:cacheprovider -q tests/py; }
 
 if [ "$MODE" = all ]; then
     step "cargo fmt --check" cargo fmt --all -- --check
@@ -155,7 +166,7 @@ if [ "$MODE" = all ]; then
     step "cargo test --workspace" timeout --signal=INT --kill-after=60 "$CARGO_TEST_TIMEOUT_SECS" \
         cargo test --workspace --locked
 fi
-step "python tests (tests/py)" pytest_tools
+step "python tests (tests/py)" "$SYNCVET_PYTHON" -m pytest -p no:cacheprovider -q tests/py
 if [ "$MODE" = all ]; then
     step "deploy/validate.sh" bash deploy/validate.sh
     step "deploy/smoke.sh" bash deploy/smoke.sh
