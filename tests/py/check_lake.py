@@ -194,6 +194,16 @@ def read_partition(fs, root, folder, names, id_column, with_rows, max_rows) -> d
         tables.append(table)
         schemas.append(table.schema)
     part["file_details"] = file_infos
+    # Row counts the manifest claims (per file and in all) against the files' own metadata.
+    if isinstance(manifest, dict):
+        claimed = {
+            posixpath.basename(str(e.get("path", ""))): e.get("rows")
+            for e in manifest.get("files", [])
+            if isinstance(e, dict) and isinstance(e.get("rows"), int)
+        }
+        actual = {f["name"]: f["rows"] for f in file_infos}
+        part["manifest_rows"] = manifest.get("rows") if isinstance(manifest.get("rows"), int) else None
+        part["manifest_row_mismatches"] = sorted(n for n, r in claimed.items() if n in actual and actual[n] != r)
     part["read_errors"] = errors
     part["schema_consistent"] = all(s.equals(schemas[0], check_metadata=False) for s in schemas)
     if not tables:

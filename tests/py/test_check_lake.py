@@ -50,7 +50,9 @@ def build_lake(root: Path) -> None:
         pq.write_table(t, root / part / name)
 
     def manifest(part, files):
-        (root / part / "_manifest.json").write_text(json.dumps({"run_id": "r1", "files": [{"path": f} for f in files]}))
+        entries = [{"path": f, "rows": pq.read_metadata(root / part / f).num_rows if (root / part / f).exists() else 0} for f in files]
+        body = {"run_id": "r1", "rows": sum(e["rows"] for e in entries), "files": entries}
+        (root / part / "_manifest.json").write_text(json.dumps(body))
 
     write(P1, "part-00000.parquet", table(["c", "a"], ["Cleo", "Alf"]))
     write(P1, "part-00001.parquet", table(["b"], ["Bo"]))
@@ -106,6 +108,7 @@ def test_partitions_manifests_and_types(lakes, store):
         ("last_modified", "timestamp[ms, tz=UTC]"),
     ]
     assert p1["columns"][0]["sample"] == ["a", "b", "c"]  # id order, across files
+    assert p1["manifest_rows"] == 3 and p1["manifest_row_mismatches"] == []
     assert p2["files"]["unlisted"] == ["part-00001.parquet"]
     assert p2["files"]["missing"] == ["part-00002.parquet"]
     assert p2["duplicate_ids"] == 1
@@ -130,6 +133,16 @@ def test_checksums_equal_across_stores_and_change_with_values(lakes, tmp_path):
     pq.write_table(table(["b"], ["Bob"]), other / P1 / "part-00001.parquet")  # one value differs
     changed = {p["path"]: p["sha256"] for p in run_cli(str(other))["partitions"]}
     assert changed[P1] != sums["file"][P1] and changed[P2] == sums["file"][P2]
+
+
+def test_manifest_row_counts_are_checked_against_the_files(tmp_path):
+    build_lake(tmp_path)
+    manifest = tmp_path / P1 / "_manifest.json"
+    body = json.loads(manifest.read_text())
+    body["files"][1]["rows"] = 5
+    manifest.write_text(json.dumps(body))
+    (part,) = run_cli(str(tmp_path), "--under", P1)["partitions"]
+    assert part["manifest_row_mismatches"] == ["part-00001.parquet"]
 
 
 def test_rows_mode_prints_rows_in_id_order(lakes):
