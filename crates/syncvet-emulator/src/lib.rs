@@ -1,1 +1,71 @@
-//! stub
+//! A faithful emulator of the SyncVet Consumer API, for the demo, the tests
+//! and the benchmarks. It serves exactly the contract of `api-contract.md`:
+//! the OAuth2 token endpoint, `GET /api/practices`, and the paged batch
+//! endpoint `GET /api/batch/{practiceId}/{entity}` for every entity of the
+//! embedded catalog, plus `GET /__admin/stats` and `POST /__admin/config`.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use syncvet_emulator::{EmulatorConfig, RunningEmulator};
+//! let emulator = RunningEmulator::start(EmulatorConfig { drop_rate: 0.05, ..Default::default() }, 0).await?;
+//! println!("API at {}, tokens at {}", emulator.base_url(), emulator.token_url());
+//! emulator.update(serde_json::json!({"rate_limit_rps": 20})).unwrap();
+//! emulator.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Design
+//!
+//! - **Data is a function, not a store.** Every value of every record is
+//!   derived by hand-written hashing from (seed, source, entity, date,
+//!   record index) ([`records`](crate) module), so a page is generated on
+//!   demand in time proportional to its size: record 999,000 of a
+//!   1,000,000-record batch costs what record 0 costs, nothing is held in
+//!   memory, and the same request gives the same bytes whatever the order or
+//!   concurrency of requests. Batch sizes ([`record_count`]) spread sources
+//!   log-uniformly `spread` apart around `rows_per_day`, weighted per entity.
+//! - **JSON is written by hand** into one buffer per page (itoa, ryu,
+//!   escaped strings): no `serde_json::Value` on the hot path, which is what
+//!   lets one core serve hundreds of MB/s.
+//! - **Faults below HTTP.** axum routes the requests, but connections are
+//!   served by our own accept loop over hyper so that a "drop" closes the
+//!   connection with no response and a "truncate" announces the full
+//!   `Content-Length`, sends half the body, and closes.
+//! - **Switches swap whole.** The configuration in force is an
+//!   `Arc<EmulatorConfig>` replaced at once by an admin patch; requests in
+//!   flight keep the one they started with. The hidden rate limit is a
+//!   governor keyed token bucket per client id.
+//! - **Continuation tokens** are `{offset}-{issued}-{check}` in hex; with
+//!   `continuation_ttl_secs = 0` they are a pure function of the position
+//!   (and [`continuation_token`] computes them); with a TTL they carry their
+//!   issue time, so two reads of a page then differ in the token only.
+//!
+//! Order of checks for an API request: authentication (401), rate limit
+//! (429, `Retry-After`), latency, injected faults (drop, 500, 503, 408),
+//! then 403 forbidden source, 404 unknown source, 400 bad entity / date /
+//! page size / continuation token, 202 not ready, 200 (maybe truncated).
+//! The token and admin endpoints get no faults. See the crate's README for
+//! every switch.
+
+mod api;
+mod auth;
+pub mod cli;
+mod config;
+mod error;
+mod hash;
+mod json;
+mod page;
+mod plan;
+mod records;
+mod server;
+mod sources;
+mod state;
+mod stats;
+
+pub use config::EmulatorConfig;
+pub use error::EmulatorError;
+pub use page::continuation_token;
+pub use records::DRIFT_KEYS;
+pub use server::RunningEmulator;
+pub use sources::{Practice, record_count, source, source_id, sources};
+pub use stats::Stats;

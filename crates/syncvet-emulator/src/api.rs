@@ -1,0 +1,400 @@
+//! The routes: the API (`/api/practices`, `/api/batch/…`), the token
+//! endpoint and the admin endpoints, with the checks every API request goes
+//! through in the contract's order: authentication (401), rate limit (429),
+//! latency, injected faults (drop, 500, 503, 408), then the request itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::NaiveDate;
+use serde_json::json;
+
+use crate::auth;
+use crate::page::{self, TokenProblem};
+use crate::sources::{self, parse_source_id};
+use crate::state::{Settings, Shared};
+use crate::stats::Fault;
+use crate::{EmulatorError, record_count};
+
+/// Marks a response whose connection the server must close unanswered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DropConnection;
+
+/// Marks a 200 response whose body the server must cut short.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TruncateBody;
+
+/// The router of the whole emulator.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/oauth2/v2.0/token", post(auth::token_endpoint))
+        .route("/api/practices", get(practices))
+        .route("/api/batch/{practice_id}/{entity}", get(batch))
+        .route("/__admin/stats", get(stats))
+        .route("/__admin/config", get(show_config).post(patch_config))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "NotFound", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "method not allowed on this endpoint",
+            )
+        })
+        .with_state(shared)
+}
+
+/// A contract error body: `{"error":"Code","message":"text"}`.
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"error": code, "message": message}))).into_response()
+}
+
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The checks before an API request is served; `Err` is the response to send.
+async fn admit(shared: &Shared, settings: &Settings, headers: &HeaderMap) -> Result<(), Response> {
+    let config = &settings.config;
+    let client = auth::verify(shared.token_key, headers, shared.now_ms()).map_err(|problem| {
+        let mut response = error(StatusCode::UNAUTHORIZED, "Unauthorized", problem.message());
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response
+    })?;
+    {
+        let now = shared.now_ms();
+        let mut deadlines = shared
+            .retry_not_before
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if deadlines
+            .get(&client)
+            .is_some_and(|&not_before| now < not_before)
+        {
+            shared.counters.early_retries.fetch_add(1, Relaxed);
+        }
+        if let Some(limiter) = &settings.limiter
+            && limiter.check_key(&client).is_err()
+        {
+            deadlines.insert(client, now + config.retry_after_secs * 1000);
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "rate limit exceeded; retry after the Retry-After delay",
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(config.retry_after_secs),
+            );
+            return Err(response);
+        }
+    }
+    if config.latency_ms > 0 {
+        let jitter = shared.roll(config.seed) * 2.0;
+        shared.counters.fault(Fault::Latency);
+        tokio::time::sleep(Duration::from_secs_f64(
+            config.latency_ms as f64 * jitter / 1000.0,
+        ))
+        .await;
+    }
+    let roll = shared.roll(config.seed);
+    let mut threshold = 0.0;
+    for (rate, fault) in [
+        (config.drop_rate, Fault::Drop),
+        (config.error_rate_500, Fault::Error500),
+        (config.error_rate_503, Fault::Error503),
+        (config.error_rate_408, Fault::Error408),
+    ] {
+        threshold += rate;
+        if roll < threshold {
+            shared.counters.fault(fault);
+            return Err(match fault {
+                Fault::Drop => {
+                    let mut response = Response::new(Body::empty());
+                    response.extensions_mut().insert(DropConnection);
+                    response
+                }
+                Fault::Error500 => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalServerError",
+                    "injected fault",
+                ),
+                Fault::Error503 => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "injected fault",
+                ),
+                _ => error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "RequestTimeout",
+                    "agent timeout (injected fault)",
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn page_size(query: &HashMap<String, String>, max: u32) -> Result<u64, Response> {
+    let Some(text) = query.get("pageSize") else {
+        return Ok(1000.min(u64::from(max)));
+    };
+    match text.parse::<u64>() {
+        Ok(n) if (1..=u64::from(max)).contains(&n) => Ok(n),
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            "InvalidPageSize",
+            &format!("pageSize must be a whole number from 1 to {max}"),
+        )),
+    }
+}
+
+fn offset(
+    shared: &Shared,
+    settings: &Settings,
+    scope: u64,
+    query: &HashMap<String, String>,
+) -> Result<u64, Response> {
+    let Some(token) = query.get("continuationToken").filter(|t| !t.is_empty()) else {
+        return Ok(0);
+    };
+    page::decode_token(
+        scope,
+        token,
+        settings.config.continuation_ttl_secs,
+        shared.now_ms(),
+    )
+    .map_err(|problem| match problem {
+        TokenProblem::Expired => error(
+            StatusCode::BAD_REQUEST,
+            "ContinuationTokenExpired",
+            "the continuation token has expired; read the entity again from the first page",
+        ),
+        TokenProblem::Invalid => error(
+            StatusCode::BAD_REQUEST,
+            "InvalidContinuationToken",
+            "the continuation token is not one of this listing",
+        ),
+    })
+}
+
+/// The token of the page after `end`, or `None` on the last page.
+fn next_token(
+    shared: &Shared,
+    settings: &Settings,
+    scope: u64,
+    end: u64,
+    total: u64,
+) -> Option<String> {
+    let issued = if settings.config.continuation_ttl_secs > 0 {
+        shared.now_ms()
+    } else {
+        0
+    };
+    (end < total).then(|| page::encode_token(scope, end, issued))
+}
+
+fn bad_query(rejection: QueryRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "InvalidQuery",
+        &rejection.body_text(),
+    )
+}
+
+async fn practices(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let settings = shared.settings();
+    if let Err(response) = admit(&shared, &settings, &headers).await {
+        return response;
+    }
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(rejection) => return bad_query(rejection),
+    };
+    let config = &settings.config;
+    let scope = page::practices_hash(config);
+    let (size, start) = match (
+        page_size(&query, config.max_page_size),
+        offset(&shared, &settings, scope, &query),
+    ) {
+        (Ok(size), Ok(start)) => (size, start),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let all = sources::sources(config);
+    let total = all.len() as u64;
+    if start > total {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidContinuationToken",
+            "the continuation token is past the end",
+        );
+    }
+    let end = start.saturating_add(size).min(total);
+    let token = next_token(&shared, &settings, scope, end, total);
+    json_bytes(
+        StatusCode::OK,
+        page::render_practices_page(&all[start as usize..end as usize], token.as_deref()),
+    )
+}
+
+async fn batch(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((practice_id, entity)): Path<(String, String)>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let settings = shared.settings();
+    if let Err(response) = admit(&shared, &settings, &headers).await {
+        return response;
+    }
+    let config = &settings.config;
+    if config.forbidden_sources.iter().any(|s| *s == practice_id) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!("this consumer is not authorized for batch sync of {practice_id}"),
+        );
+    }
+    let Some((source_type, _)) = parse_source_id(config, &practice_id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "PracticeNotFound",
+            &format!("no practice {practice_id}"),
+        );
+    };
+    let Some(plan) = shared.plans.get(&entity) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "UnknownEntity",
+            &format!("no entity {entity}"),
+        );
+    };
+    if plan.source_type != source_type {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "EntityNotServed",
+            &format!("{practice_id} is a {source_type} source and does not serve {entity}"),
+        );
+    }
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(rejection) => return bad_query(rejection),
+    };
+    let Some(date) = query
+        .get("date")
+        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidDate",
+            "date must be given as YYYY-MM-DD",
+        );
+    };
+    let scope = page::batch_hash(config, &practice_id, &entity, date);
+    let (size, start) = match (
+        page_size(&query, config.max_page_size),
+        offset(&shared, &settings, scope, &query),
+    ) {
+        (Ok(size), Ok(start)) => (size, start),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let total = record_count(config, &practice_id, &entity, date);
+    if start > total {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidContinuationToken",
+            "the continuation token is past the end",
+        );
+    }
+    if config.not_ready_polls > 0 {
+        let key = (
+            practice_id.clone(),
+            entity.clone(),
+            page::days_since_epoch(date),
+        );
+        let mut polls = shared.polls.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = polls.entry(key).or_insert(0);
+        if *seen < config.not_ready_polls {
+            *seen += 1;
+            shared.counters.not_ready.fetch_add(1, Relaxed);
+            return (StatusCode::ACCEPTED, Json(json!({"status": "Processing"}))).into_response();
+        }
+    }
+    let end = start.saturating_add(size).min(total);
+    let token = next_token(&shared, &settings, scope, end, total);
+    let page = page::render_batch_page(
+        config,
+        plan,
+        &practice_id,
+        date,
+        start,
+        size,
+        total,
+        token.as_deref(),
+    );
+    let counters = &shared.counters;
+    counters
+        .records_served
+        .fetch_add(page.tally.records, Relaxed);
+    counters
+        .dirty_records_served
+        .fetch_add(page.tally.dirty, Relaxed);
+    counters
+        .drift_records_served
+        .fetch_add(page.tally.drift, Relaxed);
+    counters
+        .bytes_served
+        .fetch_add(page.body.len() as u64, Relaxed);
+    let mut response = json_bytes(StatusCode::OK, page.body);
+    if config.truncate_rate > 0.0 && shared.roll(config.seed) < config.truncate_rate {
+        response.extensions_mut().insert(TruncateBody);
+    }
+    response
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.counters.snapshot()).into_response()
+}
+
+async fn show_config(State(shared): State<Arc<Shared>>) -> Response {
+    let mut value = serde_json::to_value(&shared.settings().config).unwrap_or_default();
+    value["client_secret"] = json!("<redacted>");
+    Json(value).into_response()
+}
+
+async fn patch_config(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let patch: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "InvalidJson", &e.to_string()),
+    };
+    match shared.apply_patch(&patch) {
+        Ok(()) => show_config(State(shared)).await,
+        Err(e) => {
+            let code = match e {
+                EmulatorError::UnknownSetting { .. } => "UnknownSetting",
+                _ => "InvalidSetting",
+            };
+            error(StatusCode::BAD_REQUEST, code, &e.to_string())
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The emulator's switches: one serde struct, loaded from TOML, CLI flags and
+//! `POST /__admin/config` (a JSON patch applied at once).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::EmulatorError;
+
+/// Every switch of the emulator (the contract's table, plus credentials and
+/// data shape). Field names are the keys of the TOML file and of the admin
+/// patch; the CLI flag of each is its kebab-case form (`--rate-limit-rps`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmulatorConfig {
+    /// Data seed: the same seed gives the same sources, counts and bytes.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// How many PIMS sources (practices) there are: `p-0001`…
+    #[serde(default = "default_pims_sources")]
+    pub pims_sources: u32,
+    /// How many supplier sources there are: `s-0001`…
+    #[serde(default = "default_supplier_sources")]
+    pub supplier_sources: u32,
+    /// Mean records per source per entity per day (entity weights and the
+    /// source spread vary it around this mean).
+    #[serde(default = "default_rows_per_day")]
+    pub rows_per_day: u64,
+    /// Ratio between the largest and the smallest source of a type
+    /// (log-uniform in between); 1.0 makes every source the same size.
+    #[serde(default = "default_spread")]
+    pub spread: f64,
+    /// The hidden rate limit: requests per second per client id (token
+    /// bucket); 0 = no limit.
+    #[serde(default)]
+    pub rate_limit_rps: u32,
+    /// Bucket size of the rate limit; 0 = the same as `rate_limit_rps`.
+    #[serde(default)]
+    pub burst: u32,
+    /// The `Retry-After` (seconds) sent with a 429.
+    #[serde(default = "default_retry_after_secs")]
+    pub retry_after_secs: u64,
+    /// `expires_in` of issued tokens, in seconds; expired tokens get 401.
+    #[serde(default = "default_token_ttl_secs")]
+    pub token_ttl_secs: u64,
+    /// Fraction (0..=1) of API requests answered 500.
+    #[serde(default)]
+    pub error_rate_500: f64,
+    /// Fraction (0..=1) of API requests answered 503.
+    #[serde(default)]
+    pub error_rate_503: f64,
+    /// Fraction (0..=1) of API requests answered 408.
+    #[serde(default)]
+    pub error_rate_408: f64,
+    /// Fraction (0..=1) of API requests whose connection is closed with no
+    /// response at all.
+    #[serde(default)]
+    pub drop_rate: f64,
+    /// Fraction (0..=1) of 200 API bodies cut short: the full
+    /// `Content-Length` is announced, part of the body sent, then the
+    /// connection closed.
+    #[serde(default)]
+    pub truncate_rate: f64,
+    /// Mean added latency of API requests in milliseconds (uniformly
+    /// jittered over 0..2×mean); 0 = none.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// A batch (source, entity, date) answers 202 this many times before it
+    /// is ready.
+    #[serde(default)]
+    pub not_ready_polls: u32,
+    /// Source ids whose batches are answered 403.
+    #[serde(default)]
+    pub forbidden_sources: Vec<String>,
+    /// Fraction (0..=1) of records with a wrong type, an impossible date or
+    /// a missing required field.
+    #[serde(default)]
+    pub dirty_rate: f64,
+    /// Fraction (0..=1) of records with unknown extra keys (schema drift).
+    #[serde(default)]
+    pub drift_rate: f64,
+    /// Age in seconds after which a continuation token is expired (400
+    /// `ContinuationTokenExpired`); 0 = tokens never expire and are a pure
+    /// function of the position.
+    #[serde(default)]
+    pub continuation_ttl_secs: u64,
+    /// The client id the token endpoint accepts.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// The client secret the token endpoint accepts (never in Debug output).
+    #[serde(default = "default_client_secret")]
+    pub client_secret: String,
+    /// The scope the token endpoint accepts.
+    #[serde(default = "default_scope")]
+    pub scope: String,
+    /// The largest `pageSize` accepted (more is a 400).
+    #[serde(default = "default_max_page_size")]
+    pub max_page_size: u32,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_pims_sources() -> u32 {
+    3
+}
+fn default_supplier_sources() -> u32 {
+    1
+}
+fn default_rows_per_day() -> u64 {
+    200
+}
+fn default_spread() -> f64 {
+    100.0
+}
+fn default_retry_after_secs() -> u64 {
+    1
+}
+fn default_token_ttl_secs() -> u64 {
+    3599
+}
+fn default_client_id() -> String {
+    "demo-client".into()
+}
+fn default_client_secret() -> String {
+    "demo-secret".into()
+}
+fn default_scope() -> String {
+    "https://consumerapi.sync.vet/.default".into()
+}
+fn default_max_page_size() -> u32 {
+    5000
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            seed: default_seed(),
+            pims_sources: default_pims_sources(),
+            supplier_sources: default_supplier_sources(),
+            rows_per_day: default_rows_per_day(),
+            spread: default_spread(),
+            rate_limit_rps: 0,
+            burst: 0,
+            retry_after_secs: default_retry_after_secs(),
+            token_ttl_secs: default_token_ttl_secs(),
+            error_rate_500: 0.0,
+            error_rate_503: 0.0,
+            error_rate_408: 0.0,
+            drop_rate: 0.0,
+            truncate_rate: 0.0,
+            latency_ms: 0,
+            not_ready_polls: 0,
+            forbidden_sources: Vec::new(),
+            dirty_rate: 0.0,
+            drift_rate: 0.0,
+            continuation_ttl_secs: 0,
+            client_id: default_client_id(),
+            client_secret: default_client_secret(),
+            scope: default_scope(),
+            max_page_size: default_max_page_size(),
+        }
+    }
+}
+
+impl fmt::Debug for EmulatorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Written by hand so the client secret never reaches a log.
+        f.debug_struct("EmulatorConfig")
+            .field("seed", &self.seed)
+            .field("pims_sources", &self.pims_sources)
+            .field("supplier_sources", &self.supplier_sources)
+            .field("rows_per_day", &self.rows_per_day)
+            .field("spread", &self.spread)
+            .field("rate_limit_rps", &self.rate_limit_rps)
+            .field("burst", &self.burst)
+            .field("retry_after_secs", &self.retry_after_secs)
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("error_rate_500", &self.error_rate_500)
+            .field("error_rate_503", &self.error_rate_503)
+            .field("error_rate_408", &self.error_rate_408)
+            .field("drop_rate", &self.drop_rate)
+            .field("truncate_rate", &self.truncate_rate)
+            .field("latency_ms", &self.latency_ms)
+            .field("not_ready_polls", &self.not_ready_polls)
+            .field("forbidden_sources", &self.forbidden_sources)
+            .field("dirty_rate", &self.dirty_rate)
+            .field("drift_rate", &self.drift_rate)
+            .field("continuation_ttl_secs", &self.continuation_ttl_secs)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scope", &self.scope)
+            .field("max_page_size", &self.max_page_size)
+            .finish()
+    }
+}
+
+impl EmulatorConfig {
+    /// Parses a TOML file's text; keys left out keep their defaults.
+    pub fn from_toml(text: &str) -> Result<EmulatorConfig, EmulatorError> {
+        let config: EmulatorConfig =
+            toml::from_str(text).map_err(|e| EmulatorError::InvalidConfig {
+                origin: "TOML".into(),
+                message: e.message().to_owned(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values a user can get wrong (rates outside 0..=1, a fault
+    /// mix above 1, a zero page size, a spread below 1).
+    pub fn validate(&self) -> Result<(), EmulatorError> {
+        let invalid = |key: &str, problem: &str| {
+            Err(EmulatorError::InvalidSetting {
+                key: key.to_owned(),
+                problem: problem.to_owned(),
+            })
+        };
+        for (key, rate) in [
+            ("error_rate_500", self.error_rate_500),
+            ("error_rate_503", self.error_rate_503),
+            ("error_rate_408", self.error_rate_408),
+            ("drop_rate", self.drop_rate),
+            ("truncate_rate", self.truncate_rate),
+            ("dirty_rate", self.dirty_rate),
+            ("drift_rate", self.drift_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return invalid(key, "must be a fraction between 0 and 1");
+            }
+        }
+        if self.error_rate_500 + self.error_rate_503 + self.error_rate_408 + self.drop_rate > 1.0 {
+            return invalid(
+                "error_rate_500",
+                "error_rate_500 + error_rate_503 + error_rate_408 + drop_rate must be at most 1",
+            );
+        }
+        if !(self.spread >= 1.0 && self.spread.is_finite()) {
+            return invalid("spread", "must be a finite ratio of at least 1.0");
+        }
+        if self.max_page_size == 0 {
+            return invalid("max_page_size", "must be at least 1");
+        }
+        if self.client_id.is_empty() {
+            return invalid("client_id", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// Applies a JSON object of switches (`{"drop_rate": 0.1}`) and returns
+    /// the new configuration; an unknown key or a bad value is an error that
+    /// names it, and leaves `self` as it was.
+    pub fn patched(&self, patch: &serde_json::Value) -> Result<EmulatorConfig, EmulatorError> {
+        let serde_json::Value::Object(patch) = patch else {
+            return Err(EmulatorError::InvalidPatch(
+                "the body must be a JSON object of switches".into(),
+            ));
+        };
+        let mut current = serde_json::to_value(self).expect("the config serializes to JSON");
+        let object = current.as_object_mut().expect("the config is an object");
+        for (key, value) in patch {
+            if !object.contains_key(key) {
+                return Err(EmulatorError::UnknownSetting { key: key.clone() });
+            }
+            object.insert(key.clone(), value.clone());
+        }
+        let config: EmulatorConfig = serde_json::from_value(current)
+            .map_err(|e| EmulatorError::InvalidPatch(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The names of every switch, as the TOML file and the admin patch use them.
+    pub fn keys() -> Vec<String> {
+        match serde_json::to_value(EmulatorConfig::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_redacts_the_secret() {
+        let config = EmulatorConfig {
+            client_secret: "hunter2-very-secret".into(),
+            ..EmulatorConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("demo-client"));
+    }
+
+    #[test]
+    fn toml_keeps_defaults_for_missing_keys_and_rejects_unknown_ones() {
+        let config = EmulatorConfig::from_toml("seed = 7\ndrop_rate = 0.25\n").unwrap();
+        assert_eq!(config.seed, 7);
+        assert_eq!(config.drop_rate, 0.25);
+        assert_eq!(config.rows_per_day, 200);
+        let err = EmulatorConfig::from_toml("drop_rat = 0.25\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("drop_rat"), "{err}");
+        let err = EmulatorConfig::from_toml("dirty_rate = 2.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dirty_rate"), "{err}");
+    }
+
+    #[test]
+    fn patches_apply_known_keys_and_name_unknown_ones() {
+        let base = EmulatorConfig::default();
+        let next = base
+            .patched(&serde_json::json!({"rate_limit_rps": 5, "forbidden_sources": ["p-0002"]}))
+            .unwrap();
+        assert_eq!(next.rate_limit_rps, 5);
+        assert_eq!(next.forbidden_sources, vec!["p-0002".to_owned()]);
+        let err = base
+            .patched(&serde_json::json!({"rate_limit": 5}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rate_limit"), "{err}");
+        assert!(base.patched(&serde_json::json!({"seed": "x"})).is_err());
+        assert!(
+            base.patched(&serde_json::json!({"drop_rate": 1.5}))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn every_contract_switch_is_a_key() {
+        let keys = EmulatorConfig::keys();
+        for key in [
+            "seed",
+            "pims_sources",
+            "supplier_sources",
+            "rows_per_day",
+            "rate_limit_rps",
+            "burst",
+            "retry_after_secs",
+            "token_ttl_secs",
+            "error_rate_500",
+            "error_rate_503",
+            "error_rate_408",
+            "drop_rate",
+            "truncate_rate",
+            "latency_ms",
+            "not_ready_polls",
+            "forbidden_sources",
+            "dirty_rate",
+            "drift_rate",
+            "continuation_ttl_secs",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} missing");
+        }
+    }
+}

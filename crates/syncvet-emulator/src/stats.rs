@@ -1,0 +1,125 @@
+//! The admin counters (`GET /__admin/stats`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::{Deserialize, Serialize};
+
+/// A snapshot of the emulator's counters, in the contract's stats shape.
+///
+/// Requests to `/__admin/…` are not counted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests received (token endpoint and API), dropped ones included.
+    pub requests: u64,
+    /// Responses by status code (`"200"`, `"429"` …); a truncated 200 counts
+    /// as a 200, a dropped connection under no status.
+    pub by_status: BTreeMap<String, u64>,
+    /// Injected faults by kind: `drop`, `truncate`, `500`, `503`, `408`,
+    /// `latency` (requests delayed).
+    pub faults: BTreeMap<String, u64>,
+    /// Access tokens issued.
+    pub tokens_issued: u64,
+    /// Requests that arrived from a client before the `Retry-After` of the
+    /// last 429 it was given had passed.
+    pub early_retries: u64,
+    /// 429 responses sent (the same as `by_status["429"]`).
+    pub rate_limited: u64,
+    /// 202 (batch not ready) responses sent.
+    pub not_ready: u64,
+    /// Records in the 200 batch pages sent.
+    pub records_served: u64,
+    /// Of those, dirty records (wrong type, impossible date, missing field).
+    pub dirty_records_served: u64,
+    /// Of those, records with unknown extra keys.
+    pub drift_records_served: u64,
+    /// Bytes of 200 batch page bodies sent (whole bodies, before truncation).
+    pub bytes_served: u64,
+}
+
+/// The fault kinds counted, in the order of [`Counters::faults`].
+pub(crate) const FAULT_KINDS: [&str; 6] = ["drop", "truncate", "500", "503", "408", "latency"];
+
+/// A fault kind, indexing [`FAULT_KINDS`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fault {
+    Drop = 0,
+    Truncate = 1,
+    Error500 = 2,
+    Error503 = 3,
+    Error408 = 4,
+    Latency = 5,
+}
+
+/// The live counters, lock-free.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    pub requests: AtomicU64,
+    by_status: Vec<AtomicU64>,
+    faults: [AtomicU64; 6],
+    pub tokens_issued: AtomicU64,
+    pub early_retries: AtomicU64,
+    pub not_ready: AtomicU64,
+    pub records_served: AtomicU64,
+    pub dirty_records_served: AtomicU64,
+    pub drift_records_served: AtomicU64,
+    pub bytes_served: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            requests: AtomicU64::new(0),
+            by_status: (0..600).map(|_| AtomicU64::new(0)).collect(),
+            faults: Default::default(),
+            tokens_issued: AtomicU64::new(0),
+            early_retries: AtomicU64::new(0),
+            not_ready: AtomicU64::new(0),
+            records_served: AtomicU64::new(0),
+            dirty_records_served: AtomicU64::new(0),
+            drift_records_served: AtomicU64::new(0),
+            bytes_served: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Counters {
+    pub(crate) fn status(&self, code: u16) {
+        if let Some(counter) = self.by_status.get(usize::from(code)) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub(crate) fn fault(&self, fault: Fault) {
+        self.faults[fault as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let by_status: BTreeMap<String, u64> = self
+            .by_status
+            .iter()
+            .enumerate()
+            .filter_map(|(code, n)| {
+                let n = n.load(Relaxed);
+                (n > 0).then(|| (code.to_string(), n))
+            })
+            .collect();
+        Stats {
+            requests: self.requests.load(Relaxed),
+            rate_limited: by_status.get("429").copied().unwrap_or(0),
+            by_status,
+            faults: FAULT_KINDS
+                .iter()
+                .zip(&self.faults)
+                .map(|(kind, n)| ((*kind).to_owned(), n.load(Relaxed)))
+                .collect(),
+            tokens_issued: self.tokens_issued.load(Relaxed),
+            early_retries: self.early_retries.load(Relaxed),
+            not_ready: self.not_ready.load(Relaxed),
+            records_served: self.records_served.load(Relaxed),
+            dirty_records_served: self.dirty_records_served.load(Relaxed),
+            drift_records_served: self.drift_records_served.load(Relaxed),
+            bytes_served: self.bytes_served.load(Relaxed),
+        }
+    }
+}
