@@ -1,0 +1,300 @@
+//! The OAuth2 client-credentials token cache, shared by every worker.
+//!
+//! One token at a time. It is refreshed before it expires (a quarter of its
+//! lifetime or `refresh_margin_secs` ahead, whichever is less, plus jitter)
+//! by a single request under an async lock; workers that arrive meanwhile
+//! keep using the old token while it is still valid, or wait for the new
+//! one. A 401 invalidates exactly the token that was refused, so a burst of
+//! 401s from concurrent workers costs one refresh, not one each.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::body::{error_chain, read_body};
+use crate::config::{ApiConfig, RetryConfig, Secret};
+use crate::error::ClientError;
+use crate::retry::{Backoff, parse_retry_after};
+
+/// Token responses are small; anything bigger is not a token.
+const MAX_TOKEN_BODY_BYTES: u64 = 256 * 1024;
+
+/// A token and when to stop using it.
+#[derive(Debug)]
+pub(crate) struct CachedToken {
+    pub(crate) value: Secret,
+    /// Past this, one worker fetches a new token.
+    refresh_at: Instant,
+    /// Past this, the token must not be sent.
+    expires_at: Instant,
+}
+
+impl CachedToken {
+    /// Schedules the refresh: `min(margin, ttl/4)` ahead of expiry, plus up
+    /// to 50% jitter so that many processes do not refresh in step.
+    fn new(value: Secret, requested_at: Instant, ttl: Duration, margin: Duration) -> Self {
+        let ahead = margin
+            .min(ttl / 4)
+            .mul_f64(1.0 + 0.5 * rand::rng().random::<f64>());
+        let expires_at = requested_at + ttl;
+        CachedToken {
+            value,
+            refresh_at: expires_at - ahead.min(ttl / 2),
+            expires_at,
+        }
+    }
+
+    fn is_fresh(&self, now: Instant) -> bool {
+        now < self.refresh_at
+    }
+
+    fn is_usable(&self, now: Instant) -> bool {
+        now + Duration::from_millis(500) < self.expires_at
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    /// Azure AD sends a number; some servers send a string.
+    expires_in: serde_json::Value,
+}
+
+/// The shared token cache.
+pub(crate) struct TokenCache {
+    http: reqwest::Client,
+    token_url: String,
+    client_id: String,
+    scope: String,
+    secret: Secret,
+    margin: Duration,
+    retry: RetryConfig,
+    current: Mutex<Option<Arc<CachedToken>>>,
+    refreshing: tokio::sync::Mutex<()>,
+    fetched: std::sync::atomic::AtomicU64,
+}
+
+impl TokenCache {
+    pub(crate) fn new(http: reqwest::Client, config: &ApiConfig, secret: Secret) -> Self {
+        TokenCache {
+            http,
+            token_url: config.token_url.clone(),
+            client_id: config.client_id.clone(),
+            scope: config.scope.clone(),
+            secret,
+            margin: Duration::from_secs(config.token.refresh_margin_secs),
+            retry: config.retry.clone(),
+            current: Mutex::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+            fetched: Default::default(),
+        }
+    }
+
+    /// Tokens fetched so far.
+    pub(crate) fn fetched(&self) -> u64 {
+        self.fetched.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn cached(&self) -> Option<Arc<CachedToken>> {
+        self.current.lock().expect("poisoned").clone()
+    }
+
+    /// The current token, fetching a new one when it is due.
+    pub(crate) async fn get(&self) -> Result<Arc<CachedToken>, ClientError> {
+        let now = Instant::now();
+        if let Some(token) = self.cached().filter(|t| t.is_fresh(now)) {
+            return Ok(token);
+        }
+        let _refresh = match self.refreshing.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                // Someone is refreshing: a still-valid token beats waiting.
+                if let Some(token) = self.cached().filter(|t| t.is_usable(now)) {
+                    return Ok(token);
+                }
+                self.refreshing.lock().await
+            }
+        };
+        // Re-check under the lock: the refresh we waited for may have done it.
+        if let Some(token) = self.cached().filter(|t| t.is_fresh(Instant::now())) {
+            return Ok(token);
+        }
+        let token = Arc::new(self.fetch().await?);
+        *self.current.lock().expect("poisoned") = Some(token.clone());
+        Ok(token)
+    }
+
+    /// Forgets `refused` (answered 401) unless it was already replaced.
+    pub(crate) fn invalidate(&self, refused: &Arc<CachedToken>) {
+        let mut current = self.current.lock().expect("poisoned");
+        if current.as_ref().is_some_and(|t| Arc::ptr_eq(t, refused)) {
+            *current = None;
+        }
+    }
+
+    /// One token request, retried on transient failures.
+    async fn fetch(&self) -> Result<CachedToken, ClientError> {
+        let mut backoff = Backoff::new(&self.retry);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let requested_at = Instant::now();
+            let (failure, retry_after) = match self.request_once().await {
+                Ok(Ok(response)) => return self.accept(response, requested_at),
+                Ok(Err(refusal)) => return Err(refusal),
+                Err(transient) => transient,
+            };
+            if attempt >= self.retry.max_attempts {
+                return Err(ClientError::RetriesExhausted {
+                    attempts: attempt,
+                    last: format!("token endpoint: {failure}"),
+                });
+            }
+            let delay = backoff.next_delay().max(retry_after.unwrap_or_default());
+            tracing::debug!(
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                failure,
+                "token request failed, retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// `Err` is a transient failure (message, Retry-After); `Ok(Err)` a refusal.
+    async fn request_once(
+        &self,
+    ) -> Result<Result<TokenResponse, ClientError>, (String, Option<Duration>)> {
+        let form = [
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.secret.expose()),
+            ("scope", self.scope.as_str()),
+            ("grant_type", "client_credentials"),
+        ];
+        let response = self
+            .http
+            .post(&self.token_url)
+            .header(http::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| (error_chain(&e), None))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let body = read_body(response, MAX_TOKEN_BODY_BYTES)
+            .await
+            .map_err(|e| (format!("reading the token response: {e:?}"), None))?;
+        if status.is_success() {
+            return serde_json::from_slice::<TokenResponse>(&body)
+                .map(Ok)
+                .map_err(|e| (format!("unparsable token response: {e}"), None));
+        }
+        if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+            return Err((format!("token endpoint answered {status}"), retry_after));
+        }
+        Ok(Err(ClientError::Auth {
+            message: describe_refusal(status, &body),
+        }))
+    }
+
+    fn accept(
+        &self,
+        response: TokenResponse,
+        requested_at: Instant,
+    ) -> Result<CachedToken, ClientError> {
+        let ttl_secs = match &response.expires_in {
+            serde_json::Value::Number(n) => n.as_f64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .ok_or_else(|| ClientError::Auth {
+            message: "token response without a positive expires_in".into(),
+        })?;
+        self.fetched
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(expires_in_secs = ttl_secs, "fetched an access token");
+        Ok(CachedToken::new(
+            Secret::new(response.access_token),
+            requested_at,
+            Duration::from_secs_f64(ttl_secs),
+            self.margin,
+        ))
+    }
+}
+
+/// The Azure-AD style `error: error_description`, never the request itself.
+fn describe_refusal(status: http::StatusCode, body: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let text = |k: &str| {
+        value
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (error, description) = (text("error"), text("error_description"));
+    match (error.is_empty(), description.is_empty()) {
+        (true, true) => format!("token endpoint answered {status}"),
+        _ => format!("token endpoint answered {status}: {error} {description}")
+            .trim_end()
+            .to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn refresh_is_early_and_jittered_but_not_too_early() {
+        let ttl = Duration::from_secs(3600);
+        for _ in 0..50 {
+            let start = Instant::now();
+            let token = CachedToken::new(Secret::new("t"), start, ttl, Duration::from_secs(300));
+            let ahead = token.expires_at - token.refresh_at;
+            assert!(
+                ahead >= Duration::from_secs(300) && ahead <= Duration::from_secs(450),
+                "{ahead:?}"
+            );
+        }
+        // A short-lived token (the emulator's 3 s) is refreshed in its last quarter-ish.
+        let start = Instant::now();
+        let token = CachedToken::new(
+            Secret::new("t"),
+            start,
+            Duration::from_secs(3),
+            Duration::from_secs(300),
+        );
+        assert!(token.is_fresh(start));
+        tokio::time::advance(Duration::from_millis(1800)).await;
+        assert!(token.is_fresh(Instant::now()));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(
+            !token.is_fresh(Instant::now()),
+            "due for refresh at 2.3 s of 3 s"
+        );
+        assert!(token.is_usable(Instant::now()));
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert!(
+            !token.is_usable(Instant::now()),
+            "too close to expiry to send"
+        );
+    }
+
+    #[test]
+    fn refusals_are_described_without_secrets() {
+        let body = br#"{"error":"invalid_client","error_description":"bad secret"}"#;
+        assert_eq!(
+            describe_refusal(http::StatusCode::UNAUTHORIZED, body),
+            "token endpoint answered 401 Unauthorized: invalid_client bad secret"
+        );
+    }
+}

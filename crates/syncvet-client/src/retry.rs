@@ -1,0 +1,103 @@
+//! Backoff between attempts and reading `Retry-After`.
+
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+
+use crate::config::RetryConfig;
+
+/// Exponential backoff with "equal jitter": the n-th wait is drawn from
+/// `[d/2, d)` with `d = initial × 2ⁿ` capped at the maximum, so waits grow
+/// quickly, never collapse to zero, and many workers do not retry in step.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    initial: Duration,
+    max: Duration,
+    retries: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new(config: &RetryConfig) -> Self {
+        Backoff {
+            initial: Duration::from_millis(config.initial_backoff_ms),
+            max: Duration::from_secs(config.max_backoff_secs)
+                .max(Duration::from_millis(config.initial_backoff_ms)),
+            retries: 0,
+        }
+    }
+
+    /// The wait before the next retry.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let factor = 1u32 << self.retries.min(20);
+        self.retries += 1;
+        let ceiling = self.initial.saturating_mul(factor).min(self.max);
+        let half = ceiling / 2;
+        half + half.mul_f64(rand::rng().random::<f64>())
+    }
+}
+
+/// Reads a `Retry-After` value: delta-seconds or an HTTP date. A date in the
+/// past gives zero (the caller turns that into its minimum pause); an
+/// unparsable value gives `None`.
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = value.parse::<f64>() {
+        // Not HTTP, but some servers send it; never negative.
+        return secs
+            .is_finite()
+            .then(|| Duration::from_secs_f64(secs.max(0.0)));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let at = SystemTime::from(date.with_timezone(&chrono::Utc));
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let cfg = RetryConfig {
+            initial_backoff_ms: 100,
+            max_backoff_secs: 1,
+            ..RetryConfig::default()
+        };
+        let mut backoff = Backoff::new(&cfg);
+        let bounds = [
+            (50, 100),
+            (100, 200),
+            (200, 400),
+            (400, 800),
+            (500, 1000),
+            (500, 1000),
+        ];
+        for (low, high) in bounds {
+            let d = backoff.next_delay();
+            assert!(
+                d >= Duration::from_millis(low) && d < Duration::from_millis(high),
+                "{d:?} not in [{low}, {high}) ms"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:49 GMT", now),
+            Some(Duration::from_secs(12))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-3", now), Some(Duration::ZERO));
+    }
+}
