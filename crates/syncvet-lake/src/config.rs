@@ -1,0 +1,224 @@
+//! The `[lake]` section of the configuration.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::LakeError;
+
+/// Where and how the lake is written (`[lake]` in the config file).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// Root of the lake: a plain path (created if missing), `file:///abs/path`,
+    /// `s3://bucket/prefix`, `az://container/prefix`,
+    /// `abfs://container@account.dfs.core.windows.net/prefix` or `gs://bucket/prefix`.
+    /// Credentials and endpoints come from the environment as object_store
+    /// reads them (`AWS_*`, `AZURE_*`, `GOOGLE_*`) and from `options`.
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// Rows per Parquet row group; one row group per file is what the writer
+    /// holds in memory.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// A data file is closed and the next one started once it reaches this
+    /// size (checked after each row group, so files end slightly larger).
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Size of each multipart upload part. S3 needs at least 5 MiB for every
+    /// part but the last.
+    #[serde(default = "default_part_size_bytes")]
+    pub part_size_bytes: usize,
+    /// Parts of one file uploaded at the same time.
+    #[serde(default = "default_upload_concurrency")]
+    pub upload_concurrency: usize,
+    /// zstd compression level of the Parquet pages (1..=22).
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
+    /// How long a failing store request is retried (connection refused,
+    /// 5xx, 429) before the error surfaces.
+    #[serde(default = "default_retry_timeout_secs")]
+    pub retry_timeout_secs: u64,
+    /// The longest pause between two retries of a store request.
+    #[serde(default = "default_retry_max_backoff_secs")]
+    pub retry_max_backoff_secs: u64,
+    /// The most retries of one store request.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: usize,
+    /// A commit claim (`_commit.claim`) older than this is taken to be left
+    /// by a crashed writer and taken over. Must exceed the longest commit
+    /// (completing the uploads and writing the manifest).
+    #[serde(default = "default_commit_claim_ttl_secs")]
+    pub commit_claim_ttl_secs: u64,
+    /// object_store options (`aws_endpoint`, `azure_storage_account_key`, …),
+    /// applied over the environment. Values are never logged.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_url() -> String {
+    "./lake".into()
+}
+fn default_row_group_rows() -> usize {
+    65_536
+}
+fn default_max_file_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_part_size_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_upload_concurrency() -> usize {
+    2
+}
+fn default_zstd_level() -> i32 {
+    3
+}
+fn default_retry_timeout_secs() -> u64 {
+    120
+}
+fn default_retry_max_backoff_secs() -> u64 {
+    5
+}
+fn default_max_retries() -> usize {
+    60
+}
+fn default_commit_claim_ttl_secs() -> u64 {
+    300
+}
+
+/// S3's lower bound for every part but the last.
+pub(crate) const MIN_PART_SIZE_BYTES: usize = 5 * 1024 * 1024;
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            url: default_url(),
+            row_group_rows: default_row_group_rows(),
+            max_file_bytes: default_max_file_bytes(),
+            part_size_bytes: default_part_size_bytes(),
+            upload_concurrency: default_upload_concurrency(),
+            zstd_level: default_zstd_level(),
+            retry_timeout_secs: default_retry_timeout_secs(),
+            retry_max_backoff_secs: default_retry_max_backoff_secs(),
+            max_retries: default_max_retries(),
+            commit_claim_ttl_secs: default_commit_claim_ttl_secs(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+impl LakeConfig {
+    /// A default config writing to `url`.
+    pub fn with_url(url: impl Into<String>) -> Self {
+        LakeConfig {
+            url: url.into(),
+            ..LakeConfig::default()
+        }
+    }
+
+    /// Checks the values without touching the store.
+    pub fn validate(&self) -> Result<(), LakeError> {
+        let bad = |m: String| Err(LakeError::InvalidConfig(m));
+        if self.url.trim().is_empty() {
+            return bad("url is empty".into());
+        }
+        if self.row_group_rows == 0 {
+            return bad("row_group_rows must be at least 1".into());
+        }
+        if self.max_file_bytes == 0 {
+            return bad("max_file_bytes must be at least 1".into());
+        }
+        if self.part_size_bytes < MIN_PART_SIZE_BYTES {
+            return bad(format!(
+                "part_size_bytes is {}, S3 needs at least {MIN_PART_SIZE_BYTES} (5 MiB)",
+                self.part_size_bytes
+            ));
+        }
+        if self.upload_concurrency == 0 {
+            return bad("upload_concurrency must be at least 1".into());
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return bad(format!(
+                "zstd_level is {}, must be 1 to 22",
+                self.zstd_level
+            ));
+        }
+        if self.commit_claim_ttl_secs == 0 {
+            return bad("commit_claim_ttl_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Option values may be keys or secrets: show the keys only.
+impl fmt::Debug for LakeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LakeConfig")
+            .field("url", &crate::store::redact_url(&self.url))
+            .field("row_group_rows", &self.row_group_rows)
+            .field("max_file_bytes", &self.max_file_bytes)
+            .field("part_size_bytes", &self.part_size_bytes)
+            .field("upload_concurrency", &self.upload_concurrency)
+            .field("zstd_level", &self.zstd_level)
+            .field("retry_timeout_secs", &self.retry_timeout_secs)
+            .field("retry_max_backoff_secs", &self.retry_max_backoff_secs)
+            .field("max_retries", &self.max_retries)
+            .field("commit_claim_ttl_secs", &self.commit_claim_ttl_secs)
+            .field(
+                "options",
+                &self
+                    .options
+                    .keys()
+                    .map(|k| (k.as_str(), "<redacted>"))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design_and_unknown_keys_are_refused() {
+        let c: LakeConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, LakeConfig::default());
+        assert_eq!(c.url, "./lake");
+        assert_eq!(c.row_group_rows, 65_536);
+        assert_eq!(c.max_file_bytes, 268_435_456);
+        c.validate().unwrap();
+        let err = serde_json::from_str::<LakeConfig>(r#"{"row_group_size": 1}"#).unwrap_err();
+        assert!(err.to_string().contains("row_group_size"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_the_bad_value() {
+        let mut c = LakeConfig {
+            part_size_bytes: 1024,
+            ..LakeConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("part_size_bytes")
+        );
+        c.part_size_bytes = MIN_PART_SIZE_BYTES;
+        c.zstd_level = 30;
+        assert!(c.validate().unwrap_err().to_string().contains("zstd_level"));
+    }
+
+    #[test]
+    fn debug_hides_option_values_and_url_credentials() {
+        let mut c = LakeConfig::with_url("s3://user:pw-secret@bucket/prefix");
+        c.options
+            .insert("aws_secret_access_key".into(), "s3cr3t-value".into());
+        let shown = format!("{c:?}");
+        assert!(shown.contains("aws_secret_access_key"), "{shown}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(!shown.contains("pw-secret"), "{shown}");
+    }
+}

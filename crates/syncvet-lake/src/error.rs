@@ -1,0 +1,114 @@
+//! The one error type of the crate.
+
+/// What went wrong in the lake.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LakeError {
+    /// The lake URL names a scheme this build does not know.
+    #[error(
+        "lake url `{url}`: unknown scheme `{scheme}`; use a plain path, file://, s3://, az://, abfs:// or gs://"
+    )]
+    UnknownScheme {
+        /// The URL as configured (credentials removed).
+        url: String,
+        /// The scheme found.
+        scheme: String,
+    },
+    /// The lake URL cannot be parsed or does not name a bucket/container.
+    #[error("lake url `{url}` is invalid: {reason}")]
+    InvalidUrl {
+        /// The URL as configured (credentials removed).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A configuration value is out of range or unknown to the store.
+    #[error("lake config: {0}")]
+    InvalidConfig(String),
+    /// A source id, entity or run id would not be a single safe path segment.
+    #[error("{what} `{value}` cannot be used in a lake path: {reason}")]
+    UnsafePathSegment {
+        /// Which value (`source id`, `entity`, `run id`).
+        what: &'static str,
+        /// The value, with control characters escaped.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The written and rejected rows do not add up to the source's total:
+    /// nothing was committed.
+    #[error(
+        "partition {partition} does not reconcile: source total {expected}, written {written} + rejected {rejected} = {}",
+        written + rejected
+    )]
+    Reconciliation {
+        /// The partition path.
+        partition: String,
+        /// The source's `totalCount`.
+        expected: u64,
+        /// Rows written to the data files.
+        written: u64,
+        /// Rows sent to quarantine.
+        rejected: u64,
+    },
+    /// Another writer committed (or is committing) this partition since this
+    /// writer started: this writer's files were discarded.
+    #[error(
+        "partition {partition} was committed by another writer; this writer's files were discarded"
+    )]
+    CommitConflict {
+        /// The partition path.
+        partition: String,
+    },
+    /// A batch does not have the entity's schema.
+    #[error("batch for {partition} does not match the entity schema: {reason}")]
+    SchemaMismatch {
+        /// The partition path.
+        partition: String,
+        /// What differs.
+        reason: String,
+    },
+    /// A manifest exists but cannot be read as one.
+    #[error("manifest {path} is corrupt: {reason}")]
+    CorruptManifest {
+        /// The manifest's path.
+        path: String,
+        /// The parse error.
+        reason: String,
+    },
+    /// The object store failed (after its own retries).
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    /// Encoding Parquet failed.
+    #[error("parquet: {0}")]
+    Parquet(parquet::errors::ParquetError),
+    /// Building an Arrow batch failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// Local file system I/O (creating the lake folder).
+    #[error("{path}: {source}")]
+    Io {
+        /// The local path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl From<parquet::errors::ParquetError> for LakeError {
+    /// Store errors travel through the Parquet writer boxed; unbox them so
+    /// callers can tell a store fault from an encoding fault.
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        match e {
+            parquet::errors::ParquetError::External(inner) => {
+                match inner.downcast::<object_store::Error>() {
+                    Ok(store) => LakeError::Store(*store),
+                    Err(other) => {
+                        LakeError::Parquet(parquet::errors::ParquetError::External(other))
+                    }
+                }
+            }
+            other => LakeError::Parquet(other),
+        }
+    }
+}
