@@ -57,6 +57,25 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"error": code, "message": message}))).into_response()
 }
 
+/// A 400-type refusal, small enough to pass around in a `Result`.
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, self.code, &self.message)
+    }
+}
+
 fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
@@ -151,16 +170,15 @@ async fn admit(shared: &Shared, settings: &Settings, headers: &HeaderMap) -> Res
     Ok(())
 }
 
-fn page_size(query: &HashMap<String, String>, max: u32) -> Result<u64, Response> {
+fn page_size(query: &HashMap<String, String>, max: u32) -> Result<u64, Refusal> {
     let Some(text) = query.get("pageSize") else {
         return Ok(1000.min(u64::from(max)));
     };
     match text.parse::<u64>() {
         Ok(n) if (1..=u64::from(max)).contains(&n) => Ok(n),
-        _ => Err(error(
-            StatusCode::BAD_REQUEST,
+        _ => Err(Refusal::new(
             "InvalidPageSize",
-            &format!("pageSize must be a whole number from 1 to {max}"),
+            format!("pageSize must be a whole number from 1 to {max}"),
         )),
     }
 }
@@ -170,7 +188,7 @@ fn offset(
     settings: &Settings,
     scope: u64,
     query: &HashMap<String, String>,
-) -> Result<u64, Response> {
+) -> Result<u64, Refusal> {
     let Some(token) = query.get("continuationToken").filter(|t| !t.is_empty()) else {
         return Ok(0);
     };
@@ -181,13 +199,11 @@ fn offset(
         shared.now_ms(),
     )
     .map_err(|problem| match problem {
-        TokenProblem::Expired => error(
-            StatusCode::BAD_REQUEST,
+        TokenProblem::Expired => Refusal::new(
             "ContinuationTokenExpired",
             "the continuation token has expired; read the entity again from the first page",
         ),
-        TokenProblem::Invalid => error(
-            StatusCode::BAD_REQUEST,
+        TokenProblem::Invalid => Refusal::new(
             "InvalidContinuationToken",
             "the continuation token is not one of this listing",
         ),
@@ -238,7 +254,7 @@ async fn practices(
         offset(&shared, &settings, scope, &query),
     ) {
         (Ok(size), Ok(start)) => (size, start),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     let all = sources::sources(config);
     let total = all.len() as u64;
@@ -268,7 +284,7 @@ async fn batch(
         return response;
     }
     let config = &settings.config;
-    if config.forbidden_sources.iter().any(|s| *s == practice_id) {
+    if config.forbidden_sources.contains(&practice_id) {
         return error(
             StatusCode::FORBIDDEN,
             "Forbidden",
@@ -316,7 +332,7 @@ async fn batch(
         offset(&shared, &settings, scope, &query),
     ) {
         (Ok(size), Ok(start)) => (size, start),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     let total = record_count(config, &practice_id, &entity, date);
     if start > total {

@@ -363,7 +363,7 @@ fn render_instant(out: &mut Vec<u8>, unix_secs: i64, d: &mut Draws) {
     } else {
         OFFSETS_MINUTES[(style % 6) as usize]
     };
-    let millis = (style % 3 == 0).then(|| d.below(1000) as u32);
+    let millis = style.is_multiple_of(3).then(|| d.below(1000) as u32);
     push_timestamp(out, unix_secs, millis, offset);
 }
 

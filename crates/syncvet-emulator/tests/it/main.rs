@@ -1,0 +1,9 @@
+//! End-to-end tests of the emulator over real HTTP on 127.0.0.1:0.
+
+mod common;
+mod data;
+mod determinism;
+mod faults;
+mod rate_limit;
+mod scale;
+mod status_codes;
