@@ -11,14 +11,20 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use syncvet_runner::{Config, Dates, RunReport, Runner, RunnerError, Shard, SyncRequest, run_daemon};
+use syncvet_runner::{
+    Config, Dates, RunReport, Runner, RunnerError, Shard, SyncRequest, run_daemon,
+};
 use tokio_util::sync::CancellationToken;
 
 const EXIT_FAILED_PARTITIONS: u8 = 2;
 const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Parser)]
-#[command(name = "syncvet-etl", version, about = "Lands SyncVet Consumer API batches in a Parquet data lake")]
+#[command(
+    name = "syncvet-etl",
+    version,
+    about = "Lands SyncVet Consumer API batches in a Parquet data lake"
+)]
 struct Cli {
     /// The configuration file; without it `config/default.toml` if present,
     /// else the embedded default (emulator on loopback, lake in ./lake).
@@ -98,7 +104,10 @@ struct Filters {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -197,7 +206,11 @@ async fn validate(runner: &Runner, practice: Option<&str>) -> ExitCode {
                     }
                 }
             }
-            if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => fail(&e),
     }
@@ -245,20 +258,23 @@ fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();
     tokio::spawn(async move {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
         for _ in 0..2 {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminate.recv() => {}
             }
             if trigger.is_cancelled() {
-                tracing::warn!("second signal: exiting now; nothing half-written is visible in the lake");
+                tracing::warn!(
+                    "second signal: exiting now; nothing half-written is visible in the lake"
+                );
                 std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
             trigger.cancel();
@@ -270,7 +286,9 @@ fn shutdown_on_signals() -> CancellationToken {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

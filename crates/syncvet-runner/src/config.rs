@@ -18,7 +18,11 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
 pub const ENV_PREFIX: &str = "SYNCVET_ETL";
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: &[&str] = &["sync.practices", "sync.entities", "emulator.settings.forbidden_sources"];
+const LIST_KEYS: &[&str] = &[
+    "sync.practices",
+    "sync.entities",
+    "emulator.settings.forbidden_sources",
+];
 
 /// The whole configuration. Each section belongs to the crate that uses it.
 #[derive(Debug, Clone, Deserialize)]
@@ -174,13 +178,20 @@ impl Default for SyncConfig {
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
-        ScheduleConfig { cron: default_cron(), timezone: default_timezone(), catch_up_days: default_catch_up_days() }
+        ScheduleConfig {
+            cron: default_cron(),
+            timezone: default_timezone(),
+            catch_up_days: default_catch_up_days(),
+        }
     }
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        DaemonConfig { listen: default_listen(), shutdown_grace_secs: default_shutdown_grace_secs() }
+        DaemonConfig {
+            listen: default_listen(),
+            shutdown_grace_secs: default_shutdown_grace_secs(),
+        }
     }
 }
 
@@ -188,10 +199,16 @@ impl Config {
     /// Reads `path` (or the embedded default when `path` is `None`), layers
     /// the environment over it, and checks every value.
     pub fn load(path: Option<&Path>, env: HashMap<String, String>) -> Result<Config, RunnerError> {
-        let file = match path {
-            Some(path) => config::File::from(path).format(config::FileFormat::Toml).required(true),
-            None => config::File::from_str(DEFAULT_CONFIG, config::FileFormat::Toml),
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                RunnerError::config(
+                    "",
+                    format!("cannot read config file {}: {e}", path.display()),
+                )
+            })?,
+            None => DEFAULT_CONFIG.to_owned(),
         };
+        let file = config::File::from_str(&text, config::FileFormat::Toml);
         let mut environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
@@ -205,21 +222,32 @@ impl Config {
             .add_source(file)
             .add_source(environment)
             .build()
-            .map_err(|e| RunnerError::Config { key: String::new(), problem: e.to_string() })?;
-        let tree: serde_json::Value = merged
-            .try_deserialize()
-            .map_err(|e| RunnerError::Config { key: String::new(), problem: e.to_string() })?;
-        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| RunnerError::Config {
-            key: e.path().to_string(),
-            problem: e.inner().to_string(),
-        })?;
+            .map_err(|e| RunnerError::Config {
+                key: String::new(),
+                problem: e.to_string(),
+            })?;
+        let tree: serde_json::Value =
+            merged.try_deserialize().map_err(|e| RunnerError::Config {
+                key: String::new(),
+                problem: e.to_string(),
+            })?;
+        let config: Config =
+            serde_path_to_error::deserialize(tree).map_err(|e| RunnerError::Config {
+                key: e.path().to_string(),
+                problem: e.inner().to_string(),
+            })?;
         config.validate()?;
         Ok(config)
     }
 
     /// Checks what serde cannot: values that parse but make no sense.
     pub fn validate(&self) -> Result<(), RunnerError> {
-        let bad = |key: &str, problem: String| Err(RunnerError::Config { key: key.into(), problem });
+        let bad = |key: &str, problem: String| {
+            Err(RunnerError::Config {
+                key: key.into(),
+                problem,
+            })
+        };
         if !self.emulator.enabled {
             self.api.validate().map_err(RunnerError::from)?;
         }
@@ -236,7 +264,10 @@ impl Config {
         let timezone = parse_timezone("schedule.timezone", &self.schedule.timezone)?;
         validate_cron(&self.schedule.cron, timezone)?;
         if self.daemon.listen.parse::<std::net::SocketAddr>().is_err() {
-            return bad("daemon.listen", format!("`{}` is not a host:port address", self.daemon.listen));
+            return bad(
+                "daemon.listen",
+                format!("`{}` is not a host:port address", self.daemon.listen),
+            );
         }
         Ok(())
     }
@@ -266,7 +297,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn error_of(text: &str, pairs: &[(&str, &str)]) -> (String, String) {
@@ -311,14 +345,23 @@ mod tests {
         let (key, problem) = error_of(DEFAULT_CONFIG, &[("SYNCVET_ETL__SYNC__CONCURENCY", "3")]);
         assert!(problem.contains("concurency"), "{key} {problem}");
 
-        let (key, _) = error_of(DEFAULT_CONFIG, &[("SYNCVET_ETL__SYNC__CONCURRENCY", "lots")]);
+        let (key, _) = error_of(
+            DEFAULT_CONFIG,
+            &[("SYNCVET_ETL__SYNC__CONCURRENCY", "lots")],
+        );
         assert_eq!(key, "sync.concurrency");
 
-        let (key, problem) = error_of(DEFAULT_CONFIG, &[("SYNCVET_ETL__SCHEDULE__CRON", "every night")]);
+        let (key, problem) = error_of(
+            DEFAULT_CONFIG,
+            &[("SYNCVET_ETL__SCHEDULE__CRON", "every night")],
+        );
         assert_eq!(key, "schedule.cron");
         assert!(problem.contains("every night"));
 
-        let (key, _) = error_of(DEFAULT_CONFIG, &[("SYNCVET_ETL__SCHEDULE__TIMEZONE", "Mars/Olympus")]);
+        let (key, _) = error_of(
+            DEFAULT_CONFIG,
+            &[("SYNCVET_ETL__SCHEDULE__TIMEZONE", "Mars/Olympus")],
+        );
         assert_eq!(key, "schedule.timezone");
     }
 }

@@ -13,10 +13,10 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::RunnerError;
 use crate::config::parse_timezone;
 use crate::plan::Dates;
 use crate::run::{Runner, SyncRequest};
-use crate::RunnerError;
 
 struct Daemon {
     runner: Arc<Runner>,
@@ -29,21 +29,37 @@ struct Daemon {
 /// Runs until `shutdown`: a catch-up sync at start, then one per cron tick,
 /// each covering the last `catch_up_days` batch dates (done partitions are
 /// skipped, so a missed or partly failed night is completed by the next).
-pub async fn run_daemon(runner: Arc<Runner>, shutdown: CancellationToken) -> Result<(), RunnerError> {
+pub async fn run_daemon(
+    runner: Arc<Runner>,
+    shutdown: CancellationToken,
+) -> Result<(), RunnerError> {
     let config = runner.config().clone();
     let listener = tokio::net::TcpListener::bind(&config.daemon.listen)
         .await
-        .map_err(|source| RunnerError::Io { what: format!("binding daemon.listen {}", config.daemon.listen), source })?;
+        .map_err(|source| RunnerError::Io {
+            what: format!("binding daemon.listen {}", config.daemon.listen),
+            source,
+        })?;
     let registry = runner.metrics().registry(runner.client().clone());
-    let daemon = Arc::new(Daemon { runner, syncing: Mutex::new(()), registry, shutdown: shutdown.clone() });
-    let addr = listener.local_addr().map_err(|source| RunnerError::Io { what: "daemon address".into(), source })?;
+    let daemon = Arc::new(Daemon {
+        runner,
+        syncing: Mutex::new(()),
+        registry,
+        shutdown: shutdown.clone(),
+    });
+    let addr = listener.local_addr().map_err(|source| RunnerError::Io {
+        what: "daemon address".into(),
+        source,
+    })?;
     info!(%addr, "serving /healthz and /metrics");
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(daemon.clone());
     let http = tokio::spawn(
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future(),
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
     );
 
     let timezone = parse_timezone("schedule.timezone", &config.schedule.timezone)?;
@@ -53,7 +69,12 @@ pub async fn run_daemon(runner: Arc<Runner>, shutdown: CancellationToken) -> Res
         let daemon = tick.clone();
         Box::pin(async move { daemon.sync_once("scheduled").await })
     })
-    .map_err(|_| RunnerError::config("schedule.cron", format!("`{}` is not a valid cron expression", config.schedule.cron)))?;
+    .map_err(|_| {
+        RunnerError::config(
+            "schedule.cron",
+            format!("`{}` is not a valid cron expression", config.schedule.cron),
+        )
+    })?;
     scheduler.add(job).await.map_err(scheduler_error)?;
     scheduler.start().await.map_err(scheduler_error)?;
     info!(cron = %config.schedule.cron, timezone = %config.schedule.timezone, "daemon scheduled");
@@ -112,11 +133,25 @@ async fn healthz(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
 async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &daemon.registry) {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], String::new()),
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            String::new(),
+        ),
     }
 }
 
 fn scheduler_error(e: tokio_cron_scheduler::JobSchedulerError) -> RunnerError {
-    RunnerError::Io { what: "the cron scheduler".into(), source: std::io::Error::other(e.to_string()) }
+    RunnerError::Io {
+        what: "the cron scheduler".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
 }

@@ -38,6 +38,9 @@ pub enum RunnerError {
 
 impl RunnerError {
     pub(crate) fn config(key: &str, problem: impl Into<String>) -> RunnerError {
-        RunnerError::Config { key: key.into(), problem: problem.into() }
+        RunnerError::Config {
+            key: key.into(),
+            problem: problem.into(),
+        }
     }
 }

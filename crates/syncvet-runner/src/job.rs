@@ -46,7 +46,9 @@ struct Tally {
 pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> PartitionReport {
     let started = Instant::now();
     let key = job.key.clone();
-    let mut stream = ctx.client.batch(&key.source_id, &key.entity, key.batch_date);
+    let mut stream = ctx
+        .client
+        .batch(&key.source_id, &key.entity, key.batch_date);
     let mut writer = ctx.lake.writer(job.entity.clone(), key.clone(), ctx.run_id);
     let mut decoder = PageDecoder::new(job.entity.clone(), &key.source_id);
     let mut tally = Tally::default();
@@ -73,7 +75,10 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> P
             let Some(event) = event else { return Ok(()) };
             match event.map_err(Failure::Api)? {
                 PageEvent::Restarted => {
-                    writer.restart().await.map_err(|e| Failure::Other(e.to_string()))?;
+                    writer
+                        .restart()
+                        .await
+                        .map_err(|e| Failure::Other(e.to_string()))?;
                     tally = Tally::default();
                 }
                 PageEvent::Page(page) => {
@@ -90,12 +95,21 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> P
                     }
                     tally.rows += decoded.batch.num_rows() as u64;
                     tally.rejects += decoded.rejects.len() as u64;
-                    ctx.metrics.page_decoded(decoded.batch.num_rows() as u64, decoded.rejects.len() as u64);
+                    ctx.metrics.page_decoded(
+                        decoded.batch.num_rows() as u64,
+                        decoded.rejects.len() as u64,
+                    );
                     if decoded.batch.num_rows() > 0 {
-                        writer.write_batch(&decoded.batch).await.map_err(|e| Failure::Other(e.to_string()))?;
+                        writer
+                            .write_batch(&decoded.batch)
+                            .await
+                            .map_err(|e| Failure::Other(e.to_string()))?;
                     }
                     if !decoded.rejects.is_empty() {
-                        writer.write_rejects(&decoded.rejects).await.map_err(|e| Failure::Other(e.to_string()))?;
+                        writer
+                            .write_rejects(&decoded.rejects)
+                            .await
+                            .map_err(|e| Failure::Other(e.to_string()))?;
                     }
                 }
             }
@@ -111,8 +125,13 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> P
 
     let status = match outcome {
         Ok(()) => match writer.commit(tally.total_count).await {
-            Ok(summary) => PartitionStatus::Committed { files: summary.files.len() as u64, bytes: summary.bytes },
-            Err(e) => PartitionStatus::Failed { error: e.to_string() },
+            Ok(summary) => PartitionStatus::Committed {
+                files: summary.files.len() as u64,
+                bytes: summary.bytes,
+            },
+            Err(e) => PartitionStatus::Failed {
+                error: e.to_string(),
+            },
         },
         Err(failure) => {
             abort_quietly(writer).await;
@@ -123,7 +142,13 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> P
             }
         }
     };
-    let report = PartitionReport::new(key, status, started.elapsed(), &stream_stats, tally.into_counts());
+    let report = PartitionReport::new(
+        key,
+        status,
+        started.elapsed(),
+        &stream_stats,
+        tally.into_counts(),
+    );
     ctx.metrics.partition_done(&report);
     report
 }

@@ -26,7 +26,9 @@ mod plan;
 mod report;
 mod run;
 
-pub use config::{Config, DEFAULT_CONFIG, DaemonConfig, EmulatorSection, ScheduleConfig, SyncConfig};
+pub use config::{
+    Config, DEFAULT_CONFIG, DaemonConfig, EmulatorSection, ScheduleConfig, SyncConfig,
+};
 pub use daemon::run_daemon;
 pub use error::RunnerError;
 pub use metrics::Metrics;

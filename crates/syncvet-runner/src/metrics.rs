@@ -6,7 +6,7 @@
 //! counted twice.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -53,8 +53,16 @@ impl Metrics {
 
     /// A partition ended, committed or not.
     pub(crate) fn partition_done(&self, report: &PartitionReport) {
-        let outcome = if report.status.is_committed() { "committed" } else { "failed" };
-        self.partitions.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
+        let outcome = if report.status.is_committed() {
+            "committed"
+        } else {
+            "failed"
+        };
+        self.partitions
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
         self.bytes_written.inc_by(report.bytes());
     }
 
@@ -66,7 +74,11 @@ impl Metrics {
     /// A run ended.
     pub(crate) fn run_finished(&self, report: &RunReport) {
         let outcome = if report.all_done() { "ok" } else { "partial" };
-        self.runs.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
+        self.runs
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
         self.last_run_duration_secs.set(report.duration_secs);
         self.last_run_finished.set(report.finished_at.timestamp());
         self.running.set(0);
@@ -75,11 +87,27 @@ impl Metrics {
     /// A registry with these metrics and the API client's.
     pub fn registry(self: &Arc<Self>, client: ApiClient) -> Registry {
         let mut registry = Registry::with_prefix("syncvet");
-        registry.register("rows_written", "Rows decoded and written", self.rows_written.clone());
-        registry.register("rows_rejected", "Records sent to quarantine", self.rows_rejected.clone());
+        registry.register(
+            "rows_written",
+            "Rows decoded and written",
+            self.rows_written.clone(),
+        );
+        registry.register(
+            "rows_rejected",
+            "Records sent to quarantine",
+            self.rows_rejected.clone(),
+        );
         registry.register("pages", "Batch pages decoded", self.pages.clone());
-        registry.register("partitions", "Partitions ended, by outcome", self.partitions.clone());
-        registry.register("bytes_written", "Bytes of Parquet committed", self.bytes_written.clone());
+        registry.register(
+            "partitions",
+            "Partitions ended, by outcome",
+            self.partitions.clone(),
+        );
+        registry.register(
+            "bytes_written",
+            "Bytes of Parquet committed",
+            self.bytes_written.clone(),
+        );
         registry.register("runs", "Runs ended, by outcome", self.runs.clone());
         registry.register(
             "last_run_duration_seconds",
@@ -91,7 +119,11 @@ impl Metrics {
             "When the last run ended (Unix time)",
             self.last_run_finished.clone(),
         );
-        registry.register("run_in_progress", "1 while a run is in progress", self.running.clone());
+        registry.register(
+            "run_in_progress",
+            "1 while a run is in progress",
+            self.running.clone(),
+        );
         registry.register_collector(Box::new(ApiCollector(client)));
         registry
     }
@@ -116,15 +148,35 @@ impl Collector for ApiCollector {
             MetricType::Counter,
         )?;
         for (status, count) in &snapshot.requests_by_status {
-            let label = StatusLabel { status: status.clone() };
+            let label = StatusLabel {
+                status: status.to_string(),
+            };
             ConstCounter::new(*count).encode(requests.encode_family(&label)?)?;
         }
+        let label = StatusLabel {
+            status: "error".into(),
+        };
+        ConstCounter::new(snapshot.transport_errors).encode(requests.encode_family(&label)?)?;
+        drop(requests);
         let counters = [
-            ("syncvet_api_retries", "API requests that were retries", snapshot.retries),
-            ("syncvet_api_rate_limited", "API answers 429", snapshot.rate_limited),
+            (
+                "syncvet_api_retries",
+                "API requests that were retries",
+                snapshot.retries,
+            ),
+            (
+                "syncvet_api_rate_limited",
+                "API answers 429",
+                snapshot.rate_limited,
+            ),
         ];
         for (name, help, value) in counters {
-            ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
+            ConstCounter::new(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Counter,
+            )?)?;
         }
         ConstCounter::new(snapshot.throttled_secs).encode(encoder.encode_descriptor(
             "syncvet_api_throttled_seconds",

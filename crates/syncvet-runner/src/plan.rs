@@ -47,7 +47,8 @@ impl Dates {
             Dates::Single(Some(date)) => vec![date],
             Dates::Single(None) => Dates::Recent { days: 1 }.for_source(source, now, lag_days),
             Dates::Recent { days } => {
-                let last = now.with_timezone(&source.time_zone).date_naive() - Days::new(u64::from(lag_days));
+                let last = now.with_timezone(&source.time_zone).date_naive()
+                    - Days::new(u64::from(lag_days));
                 let first = last - Days::new(u64::from(days.max(1) - 1));
                 Dates::Range(first, last).for_source(source, now, lag_days)
             }
@@ -59,13 +60,18 @@ impl Dates {
     pub fn validate(&self) -> Result<(), RunnerError> {
         if let Dates::Range(from, to) = *self {
             if from > to {
-                return Err(RunnerError::config("--from", format!("{from} is after --to {to}")));
+                return Err(RunnerError::config(
+                    "--from",
+                    format!("{from} is after --to {to}"),
+                ));
             }
             let days = (to - from).num_days() as u64 + 1;
             if days > MAX_BACKFILL_DAYS {
                 return Err(RunnerError::config(
                     "--from",
-                    format!("the range covers {days} days; at most {MAX_BACKFILL_DAYS} in one backfill"),
+                    format!(
+                        "the range covers {days} days; at most {MAX_BACKFILL_DAYS} in one backfill"
+                    ),
                 ));
             }
         }
@@ -100,10 +106,14 @@ impl FromStr for Shard {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Shard, String> {
-        let parsed = s.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+        let parsed = s
+            .split_once('/')
+            .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
         match parsed {
             Some((index, count)) if count > 0 && index < count => Ok(Shard { index, count }),
-            _ => Err(format!("`{s}` is not a shard INDEX/COUNT with 0 <= INDEX < COUNT (for example 0/4)")),
+            _ => Err(format!(
+                "`{s}` is not a shard INDEX/COUNT with 0 <= INDEX < COUNT (for example 0/4)"
+            )),
         }
     }
 }
@@ -134,7 +144,10 @@ pub struct SourcePlan {
 
 /// The entities named by `names` (all of the catalog when empty), or an
 /// error naming the first unknown one.
-pub fn select_entities(catalog: &Catalog, names: &[String]) -> Result<Vec<Arc<Entity>>, RunnerError> {
+pub fn select_entities(
+    catalog: &Catalog,
+    names: &[String],
+) -> Result<Vec<Arc<Entity>>, RunnerError> {
     if names.is_empty() {
         return Ok(catalog.entities().cloned().collect());
     }
@@ -143,7 +156,13 @@ pub fn select_entities(catalog: &Catalog, names: &[String]) -> Result<Vec<Arc<En
         .map(|name| {
             catalog.entity(name).cloned().ok_or_else(|| {
                 let known: Vec<&str> = catalog.entities().map(|e| e.name.as_str()).collect();
-                RunnerError::config("sync.entities", format!("unknown entity `{name}`; the catalog has {}", known.join(", ")))
+                RunnerError::config(
+                    "sync.entities",
+                    format!(
+                        "unknown entity `{name}`; the catalog has {}",
+                        known.join(", ")
+                    ),
+                )
             })
         })
         .collect()
@@ -164,10 +183,16 @@ pub fn plan(
         for date in dates.for_source(source, now, lag_days) {
             for entity in entities.iter().filter(|e| e.source == source.source_type) {
                 let key = PartitionKey::new(source.source_type, &entity.name, &source.id, date)?;
-                jobs.push(PartitionJob { key, entity: entity.clone() });
+                jobs.push(PartitionJob {
+                    key,
+                    entity: entity.clone(),
+                });
             }
         }
-        plans.push(SourcePlan { source: source.clone(), jobs });
+        plans.push(SourcePlan {
+            source: source.clone(),
+            jobs,
+        });
     }
     Ok(plans)
 }
@@ -177,7 +202,11 @@ mod tests {
     use super::*;
 
     fn source(id: &str, tz: chrono_tz::Tz) -> Source {
-        Source { id: id.into(), source_type: SourceType::Pims, time_zone: tz }
+        Source {
+            id: id.into(),
+            source_type: SourceType::Pims,
+            time_zone: tz,
+        }
     }
 
     #[test]
@@ -187,20 +216,49 @@ mod tests {
         let chicago = source("a", chrono_tz::America::Chicago);
         let london = source("b", chrono_tz::Europe::London);
         let d = |s: &str| s.parse::<NaiveDate>().unwrap();
-        assert_eq!(Dates::Single(None).for_source(&chicago, now, 1), vec![d("2026-11-26")]);
-        assert_eq!(Dates::Single(None).for_source(&london, now, 1), vec![d("2026-11-27")]);
-        assert_eq!(Dates::Single(None).for_source(&london, now, 0), vec![d("2026-11-28")]);
-        assert_eq!(Dates::Range(d("2026-11-01"), d("2026-11-07")).for_source(&london, now, 1).len(), 7);
+        assert_eq!(
+            Dates::Single(None).for_source(&chicago, now, 1),
+            vec![d("2026-11-26")]
+        );
+        assert_eq!(
+            Dates::Single(None).for_source(&london, now, 1),
+            vec![d("2026-11-27")]
+        );
+        assert_eq!(
+            Dates::Single(None).for_source(&london, now, 0),
+            vec![d("2026-11-28")]
+        );
+        assert_eq!(
+            Dates::Range(d("2026-11-01"), d("2026-11-07"))
+                .for_source(&london, now, 1)
+                .len(),
+            7
+        );
         let recent = Dates::Recent { days: 3 }.for_source(&chicago, now, 1);
-        assert_eq!(recent, vec![d("2026-11-24"), d("2026-11-25"), d("2026-11-26")]);
+        assert_eq!(
+            recent,
+            vec![d("2026-11-24"), d("2026-11-25"), d("2026-11-26")]
+        );
     }
 
     #[test]
     fn ranges_are_checked() {
         let d = |s: &str| s.parse::<NaiveDate>().unwrap();
-        assert!(Dates::Range(d("2026-11-02"), d("2026-11-01")).validate().is_err());
-        assert!(Dates::Range(d("2000-01-01"), d("2026-11-01")).validate().is_err());
-        assert!(Dates::Range(d("2026-11-01"), d("2026-11-01")).validate().is_ok());
+        assert!(
+            Dates::Range(d("2026-11-02"), d("2026-11-01"))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Dates::Range(d("2000-01-01"), d("2026-11-01"))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Dates::Range(d("2026-11-01"), d("2026-11-01"))
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
@@ -223,12 +281,23 @@ mod tests {
     fn each_source_gets_the_entities_of_its_type() {
         let catalog = Catalog::embedded();
         let entities = select_entities(&catalog, &[]).unwrap();
-        let sources = [source("p-1", chrono_tz::UTC), Source { source_type: SourceType::Supplier, ..source("s-1", chrono_tz::UTC) }];
+        let sources = [
+            source("p-1", chrono_tz::UTC),
+            Source {
+                source_type: SourceType::Supplier,
+                ..source("s-1", chrono_tz::UTC)
+            },
+        ];
         let d = "2026-11-27".parse().unwrap();
         let plans = plan(&sources, &entities, Dates::Single(Some(d)), Utc::now(), 1).unwrap();
         assert_eq!(plans[0].jobs.len(), 13);
         assert_eq!(plans[1].jobs.len(), 3);
-        assert!(select_entities(&catalog, &["pets".into()]).unwrap_err().to_string().contains("pets"));
+        assert!(
+            select_entities(&catalog, &["pets".into()])
+                .unwrap_err()
+                .to_string()
+                .contains("pets")
+        );
     }
 
     #[test]
@@ -237,7 +306,17 @@ mod tests {
         let entities = select_entities(&catalog, &["patients".into()]).unwrap();
         let d = "2026-11-27".parse().unwrap();
         for bad in ["../etc", "a=b", "a/b"] {
-            assert!(plan(&[source(bad, chrono_tz::UTC)], &entities, Dates::Single(Some(d)), Utc::now(), 1).is_err(), "{bad}");
+            assert!(
+                plan(
+                    &[source(bad, chrono_tz::UTC)],
+                    &entities,
+                    Dates::Single(Some(d)),
+                    Utc::now(),
+                    1
+                )
+                .is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -66,9 +66,9 @@ impl PartitionStatus {
 
     fn error(&self) -> Option<&str> {
         match self {
-            PartitionStatus::Failed { error } | PartitionStatus::Forbidden { error } | PartitionStatus::NotReady { error } => {
-                Some(error)
-            }
+            PartitionStatus::Failed { error }
+            | PartitionStatus::Forbidden { error }
+            | PartitionStatus::NotReady { error } => Some(error),
             PartitionStatus::Interrupted => Some("interrupted before commit"),
             PartitionStatus::Committed { .. } => None,
         }
@@ -244,7 +244,11 @@ impl RunReport {
             line.bytes += p.bytes();
         }
         let mut out = String::new();
-        let _ = writeln!(out, "run {} ({}), {:.1} s, lake {}", self.run_id, self.command, self.duration_secs, self.lake);
+        let _ = writeln!(
+            out,
+            "run {} ({}), {:.1} s, lake {}",
+            self.run_id, self.command, self.duration_secs, self.lake
+        );
         let _ = writeln!(
             out,
             "{:<24} {:>9} {:>7} {:>12} {:>9} {:>9} {:>12}",
@@ -267,10 +271,20 @@ impl RunReport {
         let _ = writeln!(
             out,
             "{:<24} {:>9} {:>7} {:>12} {:>9} {:>9} {:>12}",
-            "total", total.committed, total.failed, total.rows, total.rejects, total.drift, total.bytes
+            "total",
+            total.committed,
+            total.failed,
+            total.rows,
+            total.rejects,
+            total.drift,
+            total.bytes
         );
         if self.skipped > 0 {
-            let _ = writeln!(out, "{} partitions skipped: already in the lake (use --force to rewrite)", self.skipped);
+            let _ = writeln!(
+                out,
+                "{} partitions skipped: already in the lake (use --force to rewrite)",
+                self.skipped
+            );
         }
         for s in &self.source_failures {
             let _ = writeln!(out, "FAILED source {}: {}", s.source_id, s.error);
@@ -296,5 +310,9 @@ impl RunReport {
 
 /// A new run id: UTC time first, so ids sort by time, then a random suffix.
 pub fn new_run_id(now: DateTime<Utc>) -> String {
-    format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), rand::random::<u32>() & 0xff_ffff)
+    format!(
+        "{}-{:06x}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u32>() & 0xff_ffff
+    )
 }

@@ -16,12 +16,12 @@ use syncvet_model::{Catalog, PageDecoder, SourceType};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::RunnerError;
 use crate::config::{Config, parse_timezone};
 use crate::job::{JobContext, sync_partition};
 use crate::metrics::Metrics;
 use crate::plan::{Dates, PartitionJob, Shard, Source, SourcePlan, plan, select_entities};
 use crate::report::{PartitionReport, PartitionStatus, RunReport, SourceFailure, new_run_id};
-use crate::RunnerError;
 
 /// What to sync.
 #[derive(Debug, Clone)]
@@ -61,12 +61,18 @@ impl Runner {
             let settings = config.emulator.settings.clone();
             let emulator = RunningEmulator::start(settings.clone(), config.emulator.port)
                 .await
-                .map_err(|source| RunnerError::Io { what: "starting the embedded emulator".into(), source })?;
+                .map_err(|source| RunnerError::Io {
+                    what: "starting the embedded emulator".into(),
+                    source,
+                })?;
             info!(url = %emulator.url(), "embedded emulator listening");
             config.api.base_url = emulator.base_url();
             config.api.token_url = emulator.token_url();
             config.api.client_id = settings.client_id.clone();
-            (Some(emulator), Secret::new(settings.client_secret.expose().to_owned()))
+            config.api.client_secret = Some(Secret::new(settings.client_secret.clone()));
+            config.api.client_secret_env = None;
+            config.api.client_secret_file = None;
+            (Some(emulator), Secret::new(settings.client_secret.clone()))
         } else {
             (None, config.api.resolve_secret()?)
         };
@@ -75,7 +81,15 @@ impl Runner {
         }
         let lake = Lake::open(&config.lake)?;
         let client = ApiClient::new(&config.api, secret)?;
-        Ok(Runner { config, catalog, client, lake, metrics: Arc::default(), shard, _emulator: emulator })
+        Ok(Runner {
+            config,
+            catalog,
+            client,
+            lake,
+            metrics: Arc::default(),
+            shard,
+            _emulator: emulator,
+        })
     }
 
     /// The configuration in force (emulator addresses filled in).
@@ -105,19 +119,26 @@ impl Runner {
 
     /// The sources to read: listed by the API, narrowed by the configuration,
     /// the request and the shard. Configured ids the API does not list fail.
-    async fn sources(&self, request: &SyncRequest) -> Result<(Vec<Source>, Vec<SourceFailure>), RunnerError> {
+    async fn sources(
+        &self,
+        request: &SyncRequest,
+    ) -> Result<(Vec<Source>, Vec<SourceFailure>), RunnerError> {
         let listed = self.client.practices().await?;
         let wanted: Vec<&String> = if request.practices.is_empty() {
             self.config.sync.practices.iter().collect()
         } else {
             request.practices.iter().collect()
         };
-        let default_tz = parse_timezone("sync.default_timezone", &self.config.sync.default_timezone)?;
+        let default_tz =
+            parse_timezone("sync.default_timezone", &self.config.sync.default_timezone)?;
         let in_shard = |id: &str| self.shard.is_none_or(|s| s.contains(id));
         let mut failures = Vec::new();
         for id in &wanted {
             if in_shard(id) && !listed.iter().any(|p| &&p.id == id) {
-                failures.push(SourceFailure { source_id: (*id).clone(), error: "not listed by the API's practices".into() });
+                failures.push(SourceFailure {
+                    source_id: (*id).clone(),
+                    error: "not listed by the API's practices".into(),
+                });
             }
         }
         let mut sources = Vec::new();
@@ -136,7 +157,11 @@ impl Runner {
                 info!(practice = %practice.id, "batch sync disabled for this source; skipped");
                 continue;
             }
-            let time_zone = match practice.time_zone.as_deref().map(str::parse::<chrono_tz::Tz>) {
+            let time_zone = match practice
+                .time_zone
+                .as_deref()
+                .map(str::parse::<chrono_tz::Tz>)
+            {
                 Some(Ok(tz)) => tz,
                 Some(Err(_)) => {
                     warn!(practice = %practice.id, "unknown time zone; using sync.default_timezone");
@@ -144,31 +169,62 @@ impl Runner {
                 }
                 None => default_tz,
             };
-            sources.push(Source { id: practice.id, source_type, time_zone });
+            sources.push(Source {
+                id: practice.id,
+                source_type,
+                time_zone,
+            });
         }
         Ok((sources, failures))
     }
 
     /// Runs one sync to the end, or until `shutdown`; writes the report to
     /// the lake and returns it. Errors only when nothing could start.
-    pub async fn sync(&self, request: &SyncRequest, shutdown: CancellationToken) -> Result<RunReport, RunnerError> {
+    pub async fn sync(
+        &self,
+        request: &SyncRequest,
+        shutdown: CancellationToken,
+    ) -> Result<RunReport, RunnerError> {
         request.dates.validate()?;
         let started_at = Utc::now();
         let run_id = new_run_id(started_at);
-        let names = if request.entities.is_empty() { &self.config.sync.entities } else { &request.entities };
+        let names = if request.entities.is_empty() {
+            &self.config.sync.entities
+        } else {
+            &request.entities
+        };
         let entities = select_entities(&self.catalog, names)?;
         let (sources, mut source_failures) = self.sources(request).await?;
 
         let mut plans = Vec::new();
         for source in &sources {
-            match plan(std::slice::from_ref(source), &entities, request.dates, started_at, self.config.sync.lag_days) {
+            match plan(
+                std::slice::from_ref(source),
+                &entities,
+                request.dates,
+                started_at,
+                self.config.sync.lag_days,
+            ) {
                 Ok(mut p) => plans.append(&mut p),
-                Err(e) => source_failures.push(SourceFailure { source_id: source.id.clone(), error: e.to_string() }),
+                Err(e) => source_failures.push(SourceFailure {
+                    source_id: source.id.clone(),
+                    error: e.to_string(),
+                }),
             }
         }
-        let skipped = if request.force { 0 } else { self.drop_done(&mut plans).await? };
+        let skipped = if request.force {
+            0
+        } else {
+            self.drop_done(&mut plans).await?
+        };
         let total: usize = plans.iter().map(|p| p.jobs.len()).sum();
-        info!(run_id, sources = plans.len(), partitions = total, skipped, "run planned");
+        info!(
+            run_id,
+            sources = plans.len(),
+            partitions = total,
+            skipped,
+            "run planned"
+        );
 
         self.metrics.run_started();
         let progress = progress_bar(request.progress, total as u64);
@@ -178,12 +234,16 @@ impl Runner {
             let (shutdown, abort) = (shutdown.clone(), abort.clone());
             async move {
                 shutdown.cancelled().await;
-                warn!(grace_secs = grace.as_secs(), "stopping: no new partitions; in-flight ones get the grace period");
+                warn!(
+                    grace_secs = grace.as_secs(),
+                    "stopping: no new partitions; in-flight ones get the grace period"
+                );
                 tokio::time::sleep(grace).await;
                 abort.cancel();
             }
         });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.config.sync.run_deadline_secs);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.config.sync.run_deadline_secs);
         let client = self.client.clone().with_deadline(deadline);
         let ctx = JobContext {
             client: &client,
@@ -227,8 +287,10 @@ impl Runner {
 
     /// Removes partitions the lake already has; returns how many.
     async fn drop_done(&self, plans: &mut [SourcePlan]) -> Result<u64, RunnerError> {
-        let kinds: BTreeSet<(SourceType, String)> =
-            plans.iter().flat_map(|p| p.jobs.iter().map(|j| (j.key.source, j.key.entity.clone()))).collect();
+        let kinds: BTreeSet<(SourceType, String)> = plans
+            .iter()
+            .flat_map(|p| p.jobs.iter().map(|j| (j.key.source, j.key.entity.clone())))
+            .collect();
         let mut done: HashSet<PartitionKey> = HashSet::new();
         for (source, entity) in kinds {
             done.extend(self.lake.done_partitions(source, &entity).await?);
@@ -252,6 +314,7 @@ impl Runner {
         // Once the source answers 403, its other partitions fail without a request.
         let forbidden: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
         let forbidden = &forbidden;
+        tracing::debug!(source = %source_plan.source.id, partitions = source_plan.jobs.len(), "source started");
         futures::stream::iter(source_plan.jobs)
             .map(|job: PartitionJob| async move {
                 if shutdown.is_cancelled() {
@@ -277,7 +340,10 @@ impl Runner {
 
     /// Checks the configuration end to end without writing: the token, the
     /// sources, and the first page of each entity of one source, decoded.
-    pub async fn validate(&self, practice: Option<&str>) -> Result<Vec<(String, Result<String, String>)>, RunnerError> {
+    pub async fn validate(
+        &self,
+        practice: Option<&str>,
+    ) -> Result<Vec<(String, Result<String, String>)>, RunnerError> {
         self.check_auth().await?;
         let request = SyncRequest {
             command: "validate",
@@ -289,15 +355,24 @@ impl Runner {
         };
         let (sources, failures) = self.sources(&request).await?;
         if let Some(f) = failures.first() {
-            return Err(RunnerError::config("sync.practices", format!("{}: {}", f.source_id, f.error)));
+            return Err(RunnerError::config(
+                "sync.practices",
+                format!("{}: {}", f.source_id, f.error),
+            ));
         }
         let Some(source) = sources.first() else {
-            return Err(RunnerError::config("sync.practices", "the API lists no source to read"));
+            return Err(RunnerError::config(
+                "sync.practices",
+                "the API lists no source to read",
+            ));
         };
         let names = &self.config.sync.entities;
         let mut results = Vec::new();
         let date = Dates::Single(None).for_source(source, Utc::now(), self.config.sync.lag_days)[0];
-        for entity in select_entities(&self.catalog, names)?.into_iter().filter(|e| e.source == source.source_type) {
+        for entity in select_entities(&self.catalog, names)?
+            .into_iter()
+            .filter(|e| e.source == source.source_type)
+        {
             let mut stream = self.client.batch(&source.id, &entity.name, date);
             let outcome = match stream.next().await {
                 Some(Ok(syncvet_client::PageEvent::Page(page))) => {
@@ -338,9 +413,11 @@ fn progress_bar(wanted: bool, total: u64) -> ProgressBar {
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} partitions, {msg}, {per_sec}, ETA {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} partitions, {msg}, {per_sec}, ETA {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(250));
     bar
