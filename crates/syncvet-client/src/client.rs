@@ -366,3 +366,54 @@ impl ApiClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> ApiClient {
+        let config = ApiConfig {
+            client_id: "demo-client".into(),
+            client_secret: Some(Secret::new("demo-secret")),
+            ..ApiConfig::default()
+        };
+        ApiClient::new(&config, Secret::new("demo-secret")).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_wait_runs_past_the_deadline() {
+        let start = Instant::now();
+        let client = client().with_deadline(start + Duration::from_secs(10));
+        client
+            .wait(Duration::from_secs(4), "backing off")
+            .await
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+        // 4 + 7 > 10: fail now instead of sleeping into the deadline.
+        let err = client
+            .wait(Duration::from_secs(7), "backing off")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::DeadlineExceeded { .. }),
+            "{err:?}"
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+        // Work that outlives the deadline is cut at the deadline.
+        let err = client
+            .before_deadline("sending", tokio::time::sleep(Duration::from_secs(60)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::DeadlineExceeded { .. }));
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let shown = format!("{:?}", client());
+        assert!(
+            shown.contains("demo-client") && !shown.contains("demo-secret"),
+            "{shown}"
+        );
+    }
+}

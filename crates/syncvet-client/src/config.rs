@@ -62,6 +62,8 @@ pub struct ApiConfig {
     pub client_id: String,
     /// The client secret itself. Prefer `client_secret_env` or
     /// `client_secret_file` so that the secret stays out of config files.
+    /// When several are set, the first found of value, environment
+    /// variable, file wins.
     #[serde(default)]
     pub client_secret: Option<Secret>,
     /// Name of the environment variable holding the client secret.
@@ -406,25 +408,14 @@ impl ApiConfig {
         if self.client_id.trim().is_empty() {
             return Err(config_error("api.client_id", "must be set"));
         }
-        let sources = [
-            self.client_secret.is_some(),
-            self.client_secret_env.is_some(),
-            self.client_secret_file.is_some(),
-        ];
-        match sources.iter().filter(|s| **s).count() {
-            0 => {
-                return Err(config_error(
-                    "api.client_secret_env",
-                    "set one of client_secret, client_secret_env, client_secret_file",
-                ));
-            }
-            1 => {}
-            _ => {
-                return Err(config_error(
-                    "api.client_secret",
-                    "set only one of client_secret, client_secret_env, client_secret_file",
-                ));
-            }
+        if self.client_secret.is_none()
+            && self.client_secret_env.is_none()
+            && self.client_secret_file.is_none()
+        {
+            return Err(config_error(
+                "api.client_secret_env",
+                "set one of client_secret, client_secret_env, client_secret_file",
+            ));
         }
         if !(1..=5000).contains(&self.page_size) {
             return Err(config_error("api.page_size", "must be within 1..=5000"));
@@ -467,33 +458,41 @@ impl ApiConfig {
         self.retry.validate()
     }
 
-    /// Reads the client secret from wherever the config says it is.
+    /// Reads the client secret: the first of `client_secret`,
+    /// `client_secret_env` (if the variable is set), `client_secret_file`
+    /// (if readable) wins, so an override can layer over a config file.
+    /// The error names the key that could not be read.
     pub fn resolve_secret(&self) -> Result<Secret, ClientError> {
         if let Some(secret) = &self.client_secret {
-            return Ok(secret.clone());
+            return non_empty("api.client_secret", secret.0.clone());
         }
+        let mut problem = None;
         if let Some(var) = &self.client_secret_env {
-            let value = std::env::var(var).map_err(|_| {
-                config_error(
-                    "api.client_secret_env",
-                    format!("environment variable {var} is not set"),
-                )
-            })?;
-            return non_empty("api.client_secret_env", value);
+            match std::env::var(var) {
+                Ok(value) => return non_empty("api.client_secret_env", value),
+                Err(_) => {
+                    problem = Some(config_error(
+                        "api.client_secret_env",
+                        format!("environment variable {var} is not set"),
+                    ))
+                }
+            }
         }
         if let Some(path) = &self.client_secret_file {
-            let value = std::fs::read_to_string(path).map_err(|e| {
-                config_error(
+            return match std::fs::read_to_string(path) {
+                Ok(value) => non_empty("api.client_secret_file", value.trim().to_string()),
+                Err(e) => Err(config_error(
                     "api.client_secret_file",
                     format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            return non_empty("api.client_secret_file", value.trim().to_string());
+                )),
+            };
         }
-        Err(config_error(
-            "api.client_secret_env",
-            "set one of client_secret, client_secret_env, client_secret_file",
-        ))
+        Err(problem.unwrap_or_else(|| {
+            config_error(
+                "api.client_secret_env",
+                "set one of client_secret, client_secret_env, client_secret_file",
+            )
+        }))
     }
 }
 
@@ -610,9 +609,11 @@ mod tests {
         let mut cfg = valid();
         cfg.rate.decrease_factor = 1.0;
         assert_eq!(key_of(cfg), "api.rate.decrease_factor");
-        let mut cfg = valid();
-        cfg.client_secret_env = Some("X".into());
-        assert_eq!(key_of(cfg), "api.client_secret");
+        let cfg = ApiConfig {
+            client_secret: None,
+            ..valid()
+        };
+        assert_eq!(key_of(cfg), "api.client_secret_env");
     }
 
     #[test]
@@ -642,6 +643,12 @@ mod tests {
             ..valid()
         };
         assert_eq!(cfg.resolve_secret().unwrap().expose(), "s3cret");
+        // An unset variable falls through to the file.
+        let layered = ApiConfig {
+            client_secret_env: Some("SYNCVET_TEST_SURELY_UNSET_VAR".into()),
+            ..cfg.clone()
+        };
+        assert_eq!(layered.resolve_secret().unwrap().expose(), "s3cret");
         let missing = ApiConfig {
             client_secret: None,
             client_secret_env: Some("SYNCVET_TEST_SURELY_UNSET_VAR".into()),
