@@ -28,7 +28,10 @@ use syncvet_model::{Catalog, SourceType};
 
 /// The workspace root (the parent of this package).
 pub fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
@@ -48,7 +51,10 @@ pub fn etl_bin() -> &'static Path {
             .args(["build", "-p", "syncvet-etl", "--bin", "syncvet-etl"])
             .status()
             .expect("cargo can be run");
-        assert!(status.success(), "`cargo build -p syncvet-etl --bin syncvet-etl` failed");
+        assert!(
+            status.success(),
+            "`cargo build -p syncvet-etl --bin syncvet-etl` failed"
+        );
         let bin = target_dir().join("debug").join("syncvet-etl");
         assert!(bin.is_file(), "no binary at {}", bin.display());
         bin
@@ -89,6 +95,36 @@ impl Outcome {
     }
 }
 
+/// The lines of a process's stderr that report an error: `error: …` or a
+/// log line at ERROR level (log lines at other levels are not errors).
+pub fn error_lines(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .map(strip_ansi)
+        .filter(|l| {
+            l.starts_with("error") || l.contains(" ERROR ") || l.contains("\"level\":\"ERROR\"")
+        })
+        .collect()
+}
+
+/// A line without its terminal colour codes.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The last `n` lines of a text.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -116,7 +152,10 @@ impl Running {
 
     /// Sends a signal by name (`TERM`, `KILL`, `INT`).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").args(["-s", name, &self.pid().to_string()]).status().expect("kill runs");
+        let status = Command::new("kill")
+            .args(["-s", name, &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
         assert!(status.success() || name == "KILL", "kill -s {name} failed");
     }
 
@@ -133,7 +172,10 @@ impl Running {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 let stderr = self.err.join().unwrap_or_default();
-                panic!("process did not exit within {timeout:?}; stderr tail:\n{}", tail(&stderr, 40));
+                panic!(
+                    "process did not exit within {timeout:?}; stderr tail:\n{}",
+                    tail(&stderr, 40)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -181,7 +223,10 @@ pub struct Etl {
 /// The environment key of an emulator switch (`rows_per_day` →
 /// `SYNCVET_ETL__EMULATOR__SETTINGS__ROWS_PER_DAY`).
 pub fn emulator_key(setting: &str) -> String {
-    format!("SYNCVET_ETL__EMULATOR__SETTINGS__{}", setting.to_ascii_uppercase())
+    format!(
+        "SYNCVET_ETL__EMULATOR__SETTINGS__{}",
+        setting.to_ascii_uppercase()
+    )
 }
 
 impl Etl {
@@ -266,7 +311,8 @@ impl Etl {
     /// overrides loaded through the runner's own config loader.
     pub fn emulator_settings(&self) -> EmulatorConfig {
         let env: HashMap<String, String> = self.env.clone().into_iter().collect();
-        let config = syncvet_runner::Config::load(self.config.as_deref(), env).expect("the test config loads");
+        let config = syncvet_runner::Config::load(self.config.as_deref(), env)
+            .expect("the test config loads");
         config.emulator.settings
     }
 
@@ -276,11 +322,16 @@ impl Etl {
         for (key, _) in std::env::vars() {
             // Keys of ours the test process may carry; object store
             // credentials (AWS_*, AZURE_*) are inherited on purpose.
-            if key.starts_with("SYNCVET_ETL") || key == "RUST_LOG" || key == "SYNCVET_CLIENT_SECRET" {
+            if key.starts_with("SYNCVET_ETL") || key == "RUST_LOG" || key == "SYNCVET_CLIENT_SECRET"
+            {
                 cmd.env_remove(key);
             }
         }
-        cmd.envs(&self.env).current_dir(&self.cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.envs(&self.env)
+            .current_dir(&self.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
@@ -288,7 +339,12 @@ impl Etl {
         let mut child = cmd.spawn().expect("syncvet-etl starts");
         let out = collect(child.stdout.take().expect("piped"));
         let err = collect(child.stderr.take().expect("piped"));
-        Running { child, started: Instant::now(), out, err }
+        Running {
+            child,
+            started: Instant::now(),
+            out,
+            err,
+        }
     }
 
     /// Runs to the end (bounded by [`Etl::timeout`]).
@@ -330,7 +386,11 @@ impl Store {
         let unique = format!(
             "{name}-{}-{}",
             std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000_000
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+                % 1_000_000_000_000
         );
         let from_env = |var: &str| {
             let base = std::env::var(var).unwrap_or_else(|_| {
@@ -343,12 +403,24 @@ impl Store {
         };
         match self {
             Store::File => {
-                let dir = tempfile::Builder::new().prefix("syncvet-e2e-").tempdir().expect("a temp dir");
+                let dir = tempfile::Builder::new()
+                    .prefix("syncvet-e2e-")
+                    .tempdir()
+                    .expect("a temp dir");
                 let url = format!("file://{}", dir.path().join("lake").display());
-                TestLake { url, dir: Some(dir) }
+                TestLake {
+                    url,
+                    dir: Some(dir),
+                }
             }
-            Store::S3 => TestLake { url: from_env("SYNCVET_TEST_S3_URL"), dir: None },
-            Store::Azure => TestLake { url: from_env("SYNCVET_TEST_AZURE_URL"), dir: None },
+            Store::S3 => TestLake {
+                url: from_env("SYNCVET_TEST_S3_URL"),
+                dir: None,
+            },
+            Store::Azure => TestLake {
+                url: from_env("SYNCVET_TEST_AZURE_URL"),
+                dir: None,
+            },
         }
     }
 }
@@ -357,8 +429,17 @@ impl Store {
 pub type PartitionPath = String;
 
 /// The folder of a partition.
-pub fn partition_path(source: SourceType, entity: &str, source_id: &str, date: NaiveDate) -> PartitionPath {
-    format!("{}/{entity}/{}={source_id}/batch_date={date}", source.as_str(), source.partition_column())
+pub fn partition_path(
+    source: SourceType,
+    entity: &str,
+    source_id: &str,
+    date: NaiveDate,
+) -> PartitionPath {
+    format!(
+        "{}/{entity}/{}={source_id}/batch_date={date}",
+        source.as_str(),
+        source.partition_column()
+    )
 }
 
 /// The emulator's truth: every partition it serves for some dates, with
@@ -372,12 +453,20 @@ pub struct Truth {
 impl Truth {
     /// Every (source, entity, date) of the emulator `settings`, restricted
     /// to `entities` when not empty and to `sources` when not empty.
-    pub fn new(settings: &EmulatorConfig, dates: &[NaiveDate], entities: &[&str], sources: &[&str]) -> Truth {
+    pub fn new(
+        settings: &EmulatorConfig,
+        dates: &[NaiveDate],
+        entities: &[&str],
+        sources: &[&str],
+    ) -> Truth {
         let catalog = Catalog::embedded();
         let mut totals = BTreeMap::new();
         let ids = (1..=settings.pims_sources)
             .map(|i| (SourceType::Pims, format!("p-{i:04}")))
-            .chain((1..=settings.supplier_sources).map(|i| (SourceType::Supplier, format!("s-{i:04}"))));
+            .chain(
+                (1..=settings.supplier_sources)
+                    .map(|i| (SourceType::Supplier, format!("s-{i:04}"))),
+            );
         for (source, id) in ids {
             if !sources.is_empty() && !sources.contains(&id.as_str()) {
                 continue;
@@ -402,7 +491,8 @@ impl Truth {
 
     /// Without the partitions of these sources.
     pub fn without_sources(mut self, ids: &[&str]) -> Truth {
-        self.totals.retain(|path, _| !ids.iter().any(|id| path.contains(&format!("_id={id}/"))));
+        self.totals
+            .retain(|path, _| !ids.iter().any(|id| path.contains(&format!("_id={id}/"))));
         self
     }
 }
@@ -415,7 +505,11 @@ pub fn dates(first: &str, days: u64) -> Vec<NaiveDate> {
 
 /// A tokio runtime for the async helpers.
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(future)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
 }
 
 /// Every object of a lake (path relative to the root → size), listed
@@ -431,11 +525,16 @@ pub struct Listing {
 impl Listing {
     /// Lists the lake at `url`.
     pub fn of(url: &str) -> Listing {
-        let lake = syncvet_lake::Lake::open(&syncvet_lake::LakeConfig::with_url(url)).expect("the lake opens");
+        let lake = syncvet_lake::Lake::open(&syncvet_lake::LakeConfig::with_url(url))
+            .expect("the lake opens");
         let store = lake.object_store();
         let root = lake.root().clone();
         block_on(async move {
-            let metas: Vec<_> = store.list(Some(&root)).try_collect().await.expect("the lake lists");
+            let metas: Vec<_> = store
+                .list(Some(&root))
+                .try_collect()
+                .await
+                .expect("the lake lists");
             let prefix = root.as_ref().trim_end_matches('/').to_owned();
             let mut objects = BTreeMap::new();
             let mut manifests = BTreeMap::new();
@@ -444,10 +543,18 @@ impl Listing {
                 let rel = if prefix.is_empty() {
                     full.clone()
                 } else {
-                    full.strip_prefix(&format!("{prefix}/")).unwrap_or(&full).to_owned()
+                    full.strip_prefix(&format!("{prefix}/"))
+                        .unwrap_or(&full)
+                        .to_owned()
                 };
                 if rel.ends_with("/_manifest.json") {
-                    let bytes = store.get(&meta.location).await.expect("get").bytes().await.expect("read");
+                    let bytes = store
+                        .get(&meta.location)
+                        .await
+                        .expect("get")
+                        .bytes()
+                        .await
+                        .expect("read");
                     let json: Value = serde_json::from_slice(&bytes).expect("a manifest is JSON");
                     manifests.insert(rel.trim_end_matches("/_manifest.json").to_owned(), json);
                 }
@@ -466,7 +573,11 @@ impl Listing {
     pub fn run_ids(&self) -> Vec<String> {
         self.objects
             .keys()
-            .filter_map(|k| k.strip_prefix("_runs/")?.strip_suffix(".json").map(str::to_owned))
+            .filter_map(|k| {
+                k.strip_prefix("_runs/")?
+                    .strip_suffix(".json")
+                    .map(str::to_owned)
+            })
             .collect()
     }
 
@@ -479,14 +590,19 @@ impl Listing {
         let mut listed: BTreeSet<String> = BTreeSet::new();
         for (partition, manifest) in &self.manifests {
             for kind in ["files", "quarantine_files"] {
-                for file in manifest[kind].as_array().unwrap_or_else(|| panic!("{partition}: manifest has no `{kind}`")) {
+                for file in manifest[kind]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{partition}: manifest has no `{kind}`"))
+                {
                     let path = file["path"].as_str().expect("a file path").to_owned();
                     let size = file["bytes"].as_u64().expect("a file size");
                     match self.objects.get(&path) {
-                        None => problems.push(format!("{partition}: manifest lists missing {path}")),
-                        Some(&actual) if actual != size => {
-                            problems.push(format!("{partition}: {path} is {actual} bytes, manifest says {size}"))
+                        None => {
+                            problems.push(format!("{partition}: manifest lists missing {path}"))
                         }
+                        Some(&actual) if actual != size => problems.push(format!(
+                            "{partition}: {path} is {actual} bytes, manifest says {size}"
+                        )),
                         Some(_) => {}
                     }
                     listed.insert(path);
@@ -495,7 +611,11 @@ impl Listing {
         }
         for path in self.objects.keys() {
             let name = path.rsplit('/').next().unwrap_or_default();
-            if !strays || path.starts_with("_runs/") || name == "_manifest.json" || listed.contains(path) {
+            if !strays
+                || path.starts_with("_runs/")
+                || name == "_manifest.json"
+                || listed.contains(path)
+            {
                 continue;
             }
             if name.ends_with(".parquet") {
@@ -510,7 +630,11 @@ impl Listing {
     /// Panics with every commit-rule violation.
     pub fn assert_consistent(&self) {
         let problems = self.commit_violations(true);
-        assert!(problems.is_empty(), "lake not consistent:\n{}", problems.join("\n"));
+        assert!(
+            problems.is_empty(),
+            "lake not consistent:\n{}",
+            problems.join("\n")
+        );
     }
 }
 
@@ -529,13 +653,28 @@ impl Reading {
         self.folders
             .iter()
             .filter(|(path, _)| !path.starts_with("_quarantine/"))
-            .map(|(path, p)| (path.clone(), (p["rows"].as_u64().unwrap_or(0), p["sha256"].as_str().unwrap_or("").to_owned())))
+            .map(|(path, p)| {
+                (
+                    path.clone(),
+                    (
+                        p["rows"].as_u64().unwrap_or(0),
+                        p["sha256"].as_str().unwrap_or("").to_owned(),
+                    ),
+                )
+            })
             .collect()
     }
 
     /// Rows of a quarantine folder of a data partition (0 if none).
     pub fn quarantined(&self, partition: &str) -> u64 {
-        self.folders.get(&format!("_quarantine/{}", partition.split_once('/').map_or(partition, |(_, rest)| rest))).map_or(0, |p| p["rows"].as_u64().unwrap_or(0))
+        self.folders
+            .get(&format!(
+                "_quarantine/{}",
+                partition
+                    .split_once('/')
+                    .map_or(partition, |(_, rest)| rest)
+            ))
+            .map_or(0, |p| p["rows"].as_u64().unwrap_or(0))
     }
 
     /// Read errors, duplicate ids and mixed schemas, folder by folder.
@@ -566,7 +705,11 @@ pub fn python() -> String {
 /// Reads the whole lake with `tests/py/check_lake.py` (pyarrow).
 pub fn read_lake(url: &str) -> Reading {
     let script = workspace_dir().join("tests/py/check_lake.py");
-    let out = Command::new(python()).arg(&script).arg(url).output().expect("the python reader runs");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(url)
+        .output()
+        .expect("the python reader runs");
     assert!(
         out.status.success(),
         "check_lake.py {url} failed: {}\n{}",
@@ -605,7 +748,11 @@ pub fn assert_lake_matches(url: &str, truth: &Truth) -> Reading {
     );
     let reading = read_lake(url);
     let problems = reading.problems();
-    assert!(problems.is_empty(), "the independent reader found:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "the independent reader found:\n{}",
+        problems.join("\n")
+    );
     let data = reading.data();
     let mut wrong = Vec::new();
     for (partition, &total) in &truth.totals {
@@ -619,7 +766,12 @@ pub fn assert_lake_matches(url: &str, truth: &Truth) -> Reading {
             ));
         }
     }
-    assert!(wrong.is_empty(), "{} partitions hold the wrong records:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} partitions hold the wrong records:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     reading
 }
 
@@ -627,7 +779,8 @@ pub fn assert_lake_matches(url: &str, truth: &Truth) -> Reading {
 pub fn latest_report(lake_url: &str) -> Value {
     let out = Etl::new(lake_url).args(["report", "--json"]).run();
     out.expect_code(0);
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("report --json is not JSON ({e}):\n{}", out.stdout))
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("report --json is not JSON ({e}):\n{}", out.stdout))
 }
 
 /// Partition folders of a report's partitions with a given status.
@@ -638,9 +791,22 @@ pub fn report_partitions(report: &Value, status: &str) -> BTreeSet<PartitionPath
         .iter()
         .filter(|p| p["status"] == status)
         .map(|p| {
-            let source = if p["source_type"] == "pims" { SourceType::Pims } else { SourceType::Supplier };
-            let date: NaiveDate = p["batch_date"].as_str().expect("a date").parse().expect("a date");
-            partition_path(source, p["entity"].as_str().expect("an entity"), p["source_id"].as_str().expect("an id"), date)
+            let source = if p["source_type"] == "pims" {
+                SourceType::Pims
+            } else {
+                SourceType::Supplier
+            };
+            let date: NaiveDate = p["batch_date"]
+                .as_str()
+                .expect("a date")
+                .parse()
+                .expect("a date");
+            partition_path(
+                source,
+                p["entity"].as_str().expect("an entity"),
+                p["source_id"].as_str().expect("an id"),
+                date,
+            )
         })
         .collect()
 }
@@ -664,7 +830,10 @@ impl TestEmulator {
         let emulator = runtime
             .block_on(syncvet_emulator::RunningEmulator::start(settings, 0))
             .expect("the emulator starts");
-        TestEmulator { emulator: Some(emulator), runtime }
+        TestEmulator {
+            emulator: Some(emulator),
+            runtime,
+        }
     }
 
     fn running(&self) -> &syncvet_emulator::RunningEmulator {
@@ -699,9 +868,15 @@ impl TestEmulator {
         Etl::new(lake_url)
             .env("SYNCVET_ETL__EMULATOR__ENABLED", "false")
             .env("SYNCVET_ETL__API__BASE_URL", format!("{api_url}/api/"))
-            .env("SYNCVET_ETL__API__TOKEN_URL", format!("{api_url}/oauth2/v2.0/token"))
+            .env(
+                "SYNCVET_ETL__API__TOKEN_URL",
+                format!("{api_url}/oauth2/v2.0/token"),
+            )
             .env("SYNCVET_ETL__API__CLIENT_ID", &settings.client_id)
-            .env("SYNCVET_ETL__API__CLIENT_SECRET_ENV", "SYNCVET_CLIENT_SECRET")
+            .env(
+                "SYNCVET_ETL__API__CLIENT_SECRET_ENV",
+                "SYNCVET_CLIENT_SECRET",
+            )
             .env("SYNCVET_CLIENT_SECRET", &settings.client_secret)
     }
 
@@ -754,7 +929,12 @@ pub fn read_request(stream: &mut std::net::TcpStream) -> Option<Request> {
         .unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).ok()?;
-    Some(Request { method, target, head, body })
+    Some(Request {
+        method,
+        target,
+        head,
+        body,
+    })
 }
 
 /// Serves `handle` on `127.0.0.1:0`, one thread per connection, until the
@@ -785,26 +965,42 @@ where
 }
 
 /// Writes a whole response with a body and `Content-Length`.
-pub fn respond(stream: &mut std::net::TcpStream, status: &str, headers: &[(&str, &str)], body: &[u8]) -> bool {
+pub fn respond(
+    stream: &mut std::net::TcpStream,
+    status: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> bool {
     use std::io::Write;
     let mut head = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\n", body.len());
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body)).and_then(|()| stream.flush()).is_ok()
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
+        .and_then(|()| stream.flush())
+        .is_ok()
 }
 
 /// Every file under `dir`, relative, sorted (for local lakes and temp dirs).
 pub fn walk(dir: &Path) -> Vec<String> {
     fn go(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
                 go(base, &path, out);
             } else {
-                out.push(path.strip_prefix(base).unwrap_or(&path).display().to_string());
+                out.push(
+                    path.strip_prefix(base)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string(),
+                );
             }
         }
     }

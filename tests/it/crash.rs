@@ -11,8 +11,13 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use syncvet_e2e::{Etl, Listing, Store, Truth, assert_lake_matches, dates};
 
+const CLAIM_TTL_SECS: u64 = 2;
+
 fn env_u64(key: &str, default: u64) -> u64 {
-    std::env::var(key).ok().map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{key} must be a number")))
+    std::env::var(key).ok().map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{key} must be a number"))
+    })
 }
 
 #[test]
@@ -31,6 +36,8 @@ fn sigkill_at_random_moments_then_rerun_gives_the_exact_lake() {
         .emu("latency_ms", 4)
         .env("SYNCVET_ETL__API__PAGE_SIZE", 40)
         .env("SYNCVET_ETL__SYNC__CONCURRENCY", 2)
+        // A claim left by a killed committer is taken over after this long.
+        .env("SYNCVET_ETL__LAKE__COMMIT_CLAIM_TTL_SECS", CLAIM_TTL_SECS)
         .args(["backfill", "--from", "2026-09-01", "--to", "2026-09-03"]);
     let truth = Truth::new(&etl.emulator_settings(), &dates("2026-09-01", 3), &[], &[]);
 
@@ -38,15 +45,27 @@ fn sigkill_at_random_moments_then_rerun_gives_the_exact_lake() {
     let mut attempts = 0;
     while delivered < kills {
         attempts += 1;
-        assert!(attempts <= kills * 4, "only {delivered} of {kills} kills landed in {attempts} attempts");
+        assert!(
+            attempts <= kills * 4,
+            "only {delivered} of {kills} kills landed in {attempts} attempts"
+        );
         let force = attempts % 2 == 0;
-        let run = if force { etl.clone().args(["--force"]) } else { etl.clone() };
+        let run = if force {
+            etl.clone().args(["--force"])
+        } else {
+            etl.clone()
+        };
         let mut running = run.spawn();
         let delay = Duration::from_millis(rng.random_range(100..2500));
         std::thread::sleep(delay);
         if running.has_exited() {
             let out = running.wait(Duration::from_secs(5));
-            assert_eq!(out.code, Some(0), "an unkilled run fails:\n{}", syncvet_e2e::tail(&out.stderr, 30));
+            // Exit 2 is fair when a claim of the last killed run was still fresh.
+            assert!(
+                matches!(out.code, Some(0 | 2)),
+                "an unkilled run fails:\n{}",
+                syncvet_e2e::tail(&out.stderr, 30)
+            );
             continue;
         }
         running.signal("KILL");
@@ -57,16 +76,25 @@ fn sigkill_at_random_moments_then_rerun_gives_the_exact_lake() {
         }
         // Whatever a reader following manifests sees is whole, at every kill.
         let problems = Listing::of(&lake.url).commit_violations(false);
-        assert!(problems.is_empty(), "after kill {delivered} (seed {seed}):\n{}", problems.join("\n"));
+        assert!(
+            problems.is_empty(),
+            "after kill {delivered} (seed {seed}):\n{}",
+            problems.join("\n")
+        );
     }
     let mut reruns = 0;
     loop {
+        std::thread::sleep(Duration::from_secs(CLAIM_TTL_SECS + 1));
         reruns += 1;
         let out = etl.run();
         if out.code == Some(0) {
             break;
         }
-        assert!(reruns < 3, "the lake did not complete after {reruns} re-runs:\n{}", out.stdout);
+        assert!(
+            reruns < 3,
+            "the lake did not complete after {reruns} re-runs:\n{}",
+            out.stdout
+        );
     }
     assert_lake_matches(&lake.url, &truth);
 }

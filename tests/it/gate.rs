@@ -13,7 +13,12 @@ pub fn not_ready_gate(upstream: SocketAddr, source: &str) -> String {
     intercept(upstream, move |request, stream| {
         request.target.starts_with(&prefix).then(|| {
             let headers = [("content-type", "application/json"), ("retry-after", "1")];
-            respond(stream, "202 Accepted", &headers, br#"{"status":"Processing"}"#)
+            respond(
+                stream,
+                "202 Accepted",
+                &headers,
+                br#"{"status":"Processing"}"#,
+            )
         })
     })
 }
@@ -36,7 +41,9 @@ where
 /// One request to the upstream on its own connection, the answer back
 /// with `connection: close` (the client then opens a new connection).
 fn forward(upstream: SocketAddr, request: &Request, client: &mut TcpStream) {
-    let Ok(mut up) = TcpStream::connect(upstream) else { return };
+    let Ok(mut up) = TcpStream::connect(upstream) else {
+        return;
+    };
     let mut head: String = request
         .head
         .split("\r\n")
@@ -44,12 +51,18 @@ fn forward(upstream: SocketAddr, request: &Request, client: &mut TcpStream) {
         .map(|l| format!("{l}\r\n"))
         .collect();
     head.push_str("connection: close\r\n\r\n");
-    if up.write_all(head.as_bytes()).and_then(|()| up.write_all(&request.body)).is_err() {
+    if up
+        .write_all(head.as_bytes())
+        .and_then(|()| up.write_all(&request.body))
+        .is_err()
+    {
         return;
     }
     let mut response = Vec::new();
     let _ = up.read_to_end(&mut response);
-    let Some(end) = response.windows(2).position(|w| w == b"\r\n") else { return };
+    let Some(end) = response.windows(2).position(|w| w == b"\r\n") else {
+        return;
+    };
     let mut out = response[..end + 2].to_vec();
     out.extend_from_slice(b"connection: close\r\n");
     let rest: Vec<u8> = response[end + 2..].to_vec();

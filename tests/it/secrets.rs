@@ -15,7 +15,11 @@ fn unique(label: &str) -> String {
 
 fn assert_absent(secrets: &[&str], what: &str, text: &str) {
     for secret in secrets {
-        assert!(!text.contains(secret), "a secret ({}…) appears in {what}", &secret[..8]);
+        assert!(
+            !text.contains(secret),
+            "a secret ({}…) appears in {what}",
+            &secret[..8]
+        );
     }
 }
 
@@ -41,18 +45,31 @@ fn no_log_line_report_error_or_lake_file_contains_a_secret() {
         .etl(&lake.url)
         .env("AWS_SECRET_ACCESS_KEY", &aws_secret)
         .env("AZURE_STORAGE_ACCOUNT_KEY", &azure_key)
-        .env("SYNCVET_ETL__LAKE__OPTIONS__AWS_SECRET_ACCESS_KEY", &aws_secret)
+        .env(
+            "SYNCVET_ETL__LAKE__OPTIONS__AWS_SECRET_ACCESS_KEY",
+            &aws_secret,
+        )
         .env("RUST_LOG", "debug");
-    let secrets = [client_secret.as_str(), wrong_secret.as_str(), aws_secret.as_str(), azure_key.as_str()];
+    let secrets = [
+        client_secret.as_str(),
+        wrong_secret.as_str(),
+        aws_secret.as_str(),
+        azure_key.as_str(),
+    ];
 
     let runs = [
-        base.clone().args(["--log-format", "json", "run", "--date", DATE]),
+        base.clone()
+            .args(["--log-format", "json", "run", "--date", DATE]),
         base.clone().args(["run", "--date", DATE, "--force"]),
         base.clone().args(["--log-format", "json", "validate"]),
         base.clone().args(["report"]),
         base.clone().args(["report", "--json"]),
-        base.clone().env("SYNCVET_CLIENT_SECRET", &wrong_secret).args(["run", "--date", DATE]),
-        base.clone().env("SYNCVET_CLIENT_SECRET", &wrong_secret).args(["--log-format", "json", "validate"]),
+        base.clone()
+            .env("SYNCVET_CLIENT_SECRET", &wrong_secret)
+            .args(["run", "--date", DATE]),
+        base.clone()
+            .env("SYNCVET_CLIENT_SECRET", &wrong_secret)
+            .args(["--log-format", "json", "validate"]),
     ];
     let mut codes = Vec::new();
     for run in runs {
@@ -62,10 +79,25 @@ fn no_log_line_report_error_or_lake_file_contains_a_secret() {
         assert_absent(&secrets, "stdout", &out.stdout);
         assert_absent(&secrets, "stderr", &out.stderr);
     }
-    assert_eq!(codes, [Some(0), Some(0), Some(0), Some(0), Some(0), Some(1), Some(1)], "exit codes of the runs");
+    assert_eq!(
+        codes,
+        [
+            Some(0),
+            Some(0),
+            Some(0),
+            Some(0),
+            Some(0),
+            Some(1),
+            Some(1)
+        ],
+        "exit codes of the runs"
+    );
     let root = lake.local_root();
     let files = walk(&root);
-    assert!(files.iter().any(|f| f.starts_with("_quarantine/")), "quarantine written (raw records are searched too)");
+    assert!(
+        files.iter().any(|f| f.starts_with("_quarantine/")),
+        "quarantine written (raw records are searched too)"
+    );
     for file in files {
         let bytes = std::fs::read(root.join(&file)).unwrap();
         assert_absent(&secrets, &file, &String::from_utf8_lossy(&bytes));

@@ -40,21 +40,47 @@ pub fn write_and_read_back(url: &str) {
     let truth = truth(&etl);
     let reading = assert_lake_matches(url, &truth);
     let listing = Listing::of(url);
-    let rejected: u64 = listing.manifests.values().map(|m| m["rejected"].as_u64().unwrap()).sum();
+    let rejected: u64 = listing
+        .manifests
+        .values()
+        .map(|m| m["rejected"].as_u64().unwrap())
+        .sum();
     assert!(rejected > 0, "dirty records reached quarantine");
-    let quarantined: u64 = listing.partitions().iter().map(|p| reading.quarantined(p)).sum();
+    let quarantined: u64 = listing
+        .partitions()
+        .iter()
+        .map(|p| reading.quarantined(p))
+        .sum();
     assert_eq!(quarantined, rejected);
     // The quarantine files carry the raw record and the reason.
-    let q = reading.folders.iter().find(|(k, _)| k.starts_with("_quarantine/")).expect("a quarantine folder").1;
-    let columns: Vec<&str> = q["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let q = reading
+        .folders
+        .iter()
+        .find(|(k, _)| k.starts_with("_quarantine/"))
+        .expect("a quarantine folder")
+        .1;
+    let columns: Vec<&str> = q["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     for column in ["raw", "field", "reason"] {
         assert!(columns.contains(&column), "quarantine columns {columns:?}");
     }
     let report = latest_report(url);
-    let reported: u64 = report["partitions"].as_array().unwrap().iter().map(|p| p["rejects"].as_u64().unwrap()).sum();
+    let reported: u64 = report["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["rejects"].as_u64().unwrap())
+        .sum();
     assert_eq!(reported, rejected, "the run report counts the same rejects");
     for m in listing.manifests.values() {
-        assert_eq!(m["source_total"].as_u64(), Some(m["rows"].as_u64().unwrap() + m["rejected"].as_u64().unwrap()));
+        assert_eq!(
+            m["source_total"].as_u64(),
+            Some(m["rows"].as_u64().unwrap() + m["rejected"].as_u64().unwrap())
+        );
         assert_eq!(m["run_id"], report["run_id"]);
     }
 }
@@ -66,26 +92,61 @@ pub fn rerun_is_idempotent_and_force_is_identical(url: &str) {
     let first = assert_lake_matches(url, &truth(&etl));
     let before = Listing::of(url);
     backfill(etl.clone()).run().expect_code(0);
-    assert_eq!(latest_report(url)["skipped"], truth(&etl).totals.len() as u64);
+    assert_eq!(
+        latest_report(url)["skipped"],
+        truth(&etl).totals.len() as u64
+    );
     let after = Listing::of(url);
-    assert_eq!(after.manifests, before.manifests, "a re-run rewrites no manifest");
+    assert_eq!(
+        after.manifests, before.manifests,
+        "a re-run rewrites no manifest"
+    );
     backfill(etl.clone()).args(["--force"]).run().expect_code(0);
     let forced = assert_lake_matches(url, &truth(&etl));
     assert_eq!(forced.data(), first.data(), "identical rows after --force");
-    assert_eq!(forced.folders.len(), first.folders.len(), "the same quarantine folders");
+    assert_eq!(
+        forced.folders.len(),
+        first.folders.len(),
+        "the same quarantine folders"
+    );
 }
 
 /// SIGKILL mid-run, then a re-run: complete and consistent.
 pub fn crash_then_rerun(url: &str) {
-    let etl = etl(url).emu("latency_ms", 20).env("SYNCVET_ETL__SYNC__CONCURRENCY", 2);
-    let running = backfill(etl.clone()).spawn();
-    std::thread::sleep(Duration::from_millis(1500));
+    let etl = etl(url)
+        .emu("latency_ms", 40)
+        .env("SYNCVET_ETL__SYNC__CONCURRENCY", 2)
+        .env("SYNCVET_ETL__LAKE__COMMIT_CLAIM_TTL_SECS", 2);
+    let mut running = backfill(etl.clone()).spawn();
+    // Killed once a few partitions are in, so it dies with others in flight.
+    let started = Instant::now();
+    while Listing::of(url).partitions().len() < 3 {
+        assert!(
+            !running.has_exited(),
+            "the backfill ended before it could be killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing committed within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
     running.signal("KILL");
     let out = running.wait(Duration::from_secs(10));
-    assert_eq!(out.code, None, "killed by the signal, not finished: {}", out.stdout);
+    assert_eq!(
+        out.code, None,
+        "killed by the signal, not finished: {}",
+        out.stdout
+    );
     let listing = Listing::of(url);
     let problems = listing.commit_violations(false);
-    assert!(problems.is_empty(), "committed partitions intact after SIGKILL:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "committed partitions intact after SIGKILL:\n{}",
+        problems.join("\n")
+    );
+    // A claim the killed run held expires first.
+    std::thread::sleep(Duration::from_secs(3));
     backfill(etl.clone()).run().expect_code(0);
     assert_lake_matches(url, &truth(&etl));
 }
@@ -120,7 +181,11 @@ macro_rules! behaviour_suite {
 }
 
 behaviour_suite!(file, Store::File, ());
-behaviour_suite!(s3, Store::S3, S3_SERVER.read().unwrap_or_else(|e| e.into_inner()));
+behaviour_suite!(
+    s3,
+    Store::S3,
+    S3_SERVER.read().unwrap_or_else(|e| e.into_inner())
+);
 behaviour_suite!(azure, Store::Azure, ());
 
 /// The S3 server restarts in the middle of a backfill; the run completes
@@ -129,26 +194,50 @@ behaviour_suite!(azure, Store::Azure, ());
 fn s3_restart_mid_run_still_gives_a_correct_lake() {
     let _only_me = S3_SERVER.write().unwrap_or_else(|e| e.into_inner());
     let url = Store::S3.lake("restart").url;
-    let ctl = std::env::var("SYNCVET_SEAWEEDFS_CTL")
-        .unwrap_or_else(|_| panic!("SYNCVET_SEAWEEDFS_CTL is not set: run the suite with `tests/run.sh`"));
-    let etl = etl(&url).emu("latency_ms", 30).env("SYNCVET_ETL__SYNC__CONCURRENCY", 2);
+    let ctl = std::env::var("SYNCVET_SEAWEEDFS_CTL").unwrap_or_else(|_| {
+        panic!("SYNCVET_SEAWEEDFS_CTL is not set: run the suite with `tests/run.sh`")
+    });
+    let etl = etl(&url)
+        .emu("latency_ms", 30)
+        .env("SYNCVET_ETL__SYNC__CONCURRENCY", 2);
     let mut running = backfill(etl.clone()).spawn();
     let started = Instant::now();
     while Listing::of(&url).partitions().is_empty() {
-        assert!(!running.has_exited(), "the backfill ended before the restart");
-        assert!(started.elapsed() < Duration::from_secs(60), "nothing committed within 60 s");
+        assert!(
+            !running.has_exited(),
+            "the backfill ended before the restart"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing committed within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let restart = std::process::Command::new("bash").arg(&ctl).arg("restart").output().expect("the restart runs");
-    assert!(restart.status.success(), "{ctl} restart failed: {}", String::from_utf8_lossy(&restart.stderr));
-    assert!(!running.has_exited(), "the restart must land mid-run; make the run longer");
+    let restart = std::process::Command::new("bash")
+        .arg(&ctl)
+        .arg("restart")
+        .output()
+        .expect("the restart runs");
+    assert!(
+        restart.status.success(),
+        "{ctl} restart failed: {}",
+        String::from_utf8_lossy(&restart.stderr)
+    );
+    assert!(
+        !running.has_exited(),
+        "the restart must land mid-run; make the run longer"
+    );
     let out = running.wait(Duration::from_secs(240));
     match out.code {
         Some(0) => {}
         Some(2) => {
             backfill(etl.clone()).run().expect_code(0);
         }
-        _ => panic!("exit {:?} after the restart:\n{}", out.code, syncvet_e2e::tail(&out.stderr, 40)),
+        _ => panic!(
+            "exit {:?} after the restart:\n{}",
+            out.code,
+            syncvet_e2e::tail(&out.stderr, 40)
+        ),
     }
     assert_lake_matches(&url, &truth(&etl));
 }
@@ -161,17 +250,32 @@ fn racing_commits(url: &str) {
     let first = assert_lake_matches(url, &truth(&etl));
     let a = backfill(etl.clone()).args(["--force"]).spawn();
     let b = backfill(etl.clone()).args(["--force"]).spawn();
-    let (a, b) = (a.wait(Duration::from_secs(240)), b.wait(Duration::from_secs(240)));
+    let (a, b) = (
+        a.wait(Duration::from_secs(240)),
+        b.wait(Duration::from_secs(240)),
+    );
     for out in [&a, &b] {
-        assert!(matches!(out.code, Some(0 | 2)), "exit {:?}:\n{}", out.code, syncvet_e2e::tail(&out.stderr, 30));
+        assert!(
+            matches!(out.code, Some(0 | 2)),
+            "exit {:?}:\n{}",
+            out.code,
+            syncvet_e2e::tail(&out.stderr, 30)
+        );
     }
     let reading = assert_lake_matches(url, &truth(&etl));
-    assert_eq!(reading.data(), first.data(), "the racing rewrites hold the same rows");
+    assert_eq!(
+        reading.data(),
+        first.data(),
+        "the racing rewrites hold the same rows"
+    );
     let listing = Listing::of(url);
     let runs = listing.run_ids();
     for (partition, manifest) in &listing.manifests {
         let run = manifest["run_id"].as_str().unwrap();
-        assert!(runs.iter().any(|r| r == run), "{partition}: committed by unknown run {run}");
+        assert!(
+            runs.iter().any(|r| r == run),
+            "{partition}: committed by unknown run {run}"
+        );
     }
 }
 
@@ -184,4 +288,80 @@ fn racing_commits_on_s3_leave_a_consistent_lake() {
 #[test]
 fn racing_commits_on_azure_leave_a_consistent_lake() {
     racing_commits(&Store::Azure.lake("race").url);
+}
+
+/// At API level: two writers of one partition commit at the same moment;
+/// exactly one manifest wins, and the partition holds the winner's files.
+fn exactly_one_manifest_wins(url: &str) {
+    use syncvet_lake::{Lake, LakeConfig, PartitionKey, synthetic};
+    use syncvet_model::{Catalog, SourceType};
+    let lake = Lake::open(&LakeConfig::with_url(url)).expect("the lake opens");
+    let entity = Catalog::embedded()
+        .entity("patients")
+        .expect("patients")
+        .clone();
+    let schema = entity.arrow_schema();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let date = "2026-10-20".parse().unwrap();
+    for round in 0..5u64 {
+        let key =
+            PartitionKey::new(SourceType::Pims, "patients", format!("p-{round:04}"), date).unwrap();
+        let (a, b) = runtime.block_on(async {
+            let mut a = lake.writer(entity.clone(), key.clone(), "race-a");
+            let mut b = lake.writer(entity.clone(), key.clone(), "race-b");
+            a.write_batch(&synthetic::batch(&schema, 0, 300))
+                .await
+                .unwrap();
+            b.write_batch(&synthetic::batch(&schema, 10_000, 200))
+                .await
+                .unwrap();
+            let (a, b) = tokio::join!(tokio::spawn(a.commit(None)), tokio::spawn(b.commit(None)));
+            (a.unwrap(), b.unwrap())
+        });
+        assert!(
+            a.is_ok() != b.is_ok(),
+            "round {round}: exactly one commit wins: {a:?} / {b:?}"
+        );
+        let (winner, rows) = if a.is_ok() {
+            ("race-a", 300)
+        } else {
+            ("race-b", 200)
+        };
+        let manifest = runtime
+            .block_on(lake.manifest(&key))
+            .unwrap()
+            .expect("a manifest");
+        assert_eq!(
+            (manifest.run_id.as_str(), manifest.rows),
+            (winner, rows),
+            "round {round}"
+        );
+    }
+    Listing::of(url).assert_consistent();
+    let reading = syncvet_e2e::read_lake(url);
+    let rows: u64 = reading.data().values().map(|(rows, _)| rows).sum();
+    let manifest_rows: u64 = Listing::of(url)
+        .manifests
+        .values()
+        .map(|m| m["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        rows, manifest_rows,
+        "the reader sees exactly the winners' rows"
+    );
+}
+
+#[test]
+fn exactly_one_manifest_wins_on_s3() {
+    let _guard = S3_SERVER.read().unwrap_or_else(|e| e.into_inner());
+    exactly_one_manifest_wins(&Store::S3.lake("one-wins").url);
+}
+
+#[test]
+fn exactly_one_manifest_wins_on_azure() {
+    exactly_one_manifest_wins(&Store::Azure.lake("one-wins").url);
 }
