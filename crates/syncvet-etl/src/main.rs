@@ -74,7 +74,7 @@ enum Command {
         practice: Option<String>,
     },
     /// Serve the emulated SyncVet API.
-    Emulator(syncvet_emulator::cli::Args),
+    Emulator(Box<syncvet_emulator::cli::Args>),
     /// Show a run report from the lake (default: the latest run).
     Report {
         /// The run id (as printed by `run`).
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     let command = match cli.command {
         Command::Emulator(args) => {
-            return match syncvet_emulator::cli::run(args).await {
+            return match syncvet_emulator::cli::run(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             };

@@ -322,6 +322,25 @@ mod tests {
     }
 
     #[test]
+    fn the_production_example_loads_with_a_secret_file_named_in_the_environment() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/production.example.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("client-secret");
+        std::fs::write(&secret_file, "s3cr3t\n").unwrap();
+        let secret_file = secret_file.to_str().unwrap();
+        let config = Config::load(
+            Some(&path),
+            env(&[("SYNCVET_ETL__API__CLIENT_SECRET_FILE", secret_file)]),
+        )
+        .unwrap();
+        assert!(!config.emulator.enabled);
+        assert_eq!(config.lake.url, "s3://vet-data-lake/syncvet");
+        assert_eq!(config.api.resolve_secret().unwrap().expose(), "s3cr3t");
+        assert_eq!(config.daemon.listen, "0.0.0.0:9184");
+    }
+
+    #[test]
     fn environment_overrides_nested_keys_and_lists() {
         let config = Config::load(
             None,

@@ -142,7 +142,7 @@ impl Collector for ApiCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let snapshot = self.0.metrics();
         let mut requests = encoder.encode_descriptor(
-            "syncvet_api_requests",
+            "api_requests",
             "API requests, by HTTP status (\"error\": no status)",
             None,
             MetricType::Counter,
@@ -157,18 +157,13 @@ impl Collector for ApiCollector {
             status: "error".into(),
         };
         ConstCounter::new(snapshot.transport_errors).encode(requests.encode_family(&label)?)?;
-        drop(requests);
         let counters = [
             (
-                "syncvet_api_retries",
+                "api_retries",
                 "API requests that were retries",
                 snapshot.retries,
             ),
-            (
-                "syncvet_api_rate_limited",
-                "API answers 429",
-                snapshot.rate_limited,
-            ),
+            ("api_rate_limited", "API answers 429", snapshot.rate_limited),
         ];
         for (name, help, value) in counters {
             ConstCounter::new(value).encode(encoder.encode_descriptor(
@@ -179,13 +174,13 @@ impl Collector for ApiCollector {
             )?)?;
         }
         ConstCounter::new(snapshot.throttled_secs).encode(encoder.encode_descriptor(
-            "syncvet_api_throttled_seconds",
+            "api_throttled_seconds",
             "Seconds workers waited for the rate governor or a Retry-After",
             None,
             MetricType::Counter,
         )?)?;
         ConstGauge::new(snapshot.current_rate).encode(encoder.encode_descriptor(
-            "syncvet_api_rate_per_second",
+            "api_rate_per_second",
             "The request rate the governor allows now",
             None,
             MetricType::Gauge,

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The benchmarks of tests/BENCHMARKS.md, from one command (not run by CI):
+#
+#   tests/bench/run.sh            end to end (100k, 1M) and the fleet
+#   tests/bench/run.sh e2e        end to end only: emulator -> run -> Parquet, `patients`
+#   tests/bench/run.sh fleet      500 sources x all entities under a hidden 50 req/s limit
+#
+# Release binaries; the emulator runs as its own process so its CPU is
+# measured apart from the ETL's (from /proc, before and after).
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$REPO"
+WHAT="${1:-all}"
+DATE=2026-11-27
+WORK="$(mktemp -d)"
+EMU_PID=
+cleanup() { [ -n "$EMU_PID" ] && kill "$EMU_PID" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+cargo build --release --locked -q -p syncvet-etl -p syncvet-emulator
+ETL="$REPO/target/release/syncvet-etl"
+EMU="$REPO/target/release/syncvet-emulator"
+
+# start_emulator ARGS...: starts it on a free port, sets EMU_PID and EMU_URL.
+start_emulator() {
+    "$EMU" --port 0 "$@" >"$WORK/emu.out" 2>"$WORK/emu.err" &
+    EMU_PID=$!
+    for _ in $(seq 100); do
+        EMU_URL="$(sed -n 's/^listening on //p' "$WORK/emu.out")"
+        [ -n "$EMU_URL" ] && return 0
+        sleep 0.1
+    done
+    echo "emulator did not start: $(cat "$WORK/emu.err")" >&2
+    exit 1
+}
+stop_emulator() { kill "$EMU_PID"; wait "$EMU_PID" 2>/dev/null || true; EMU_PID=; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# run_etl LAKE ARGS...: the ETL against the running emulator; /usr/bin/time -v into $WORK/time.txt.
+run_etl() {
+    local lake="$1"; shift
+    env SYNCVET_ETL__EMULATOR__ENABLED=false \
+        SYNCVET_ETL__API__BASE_URL="$EMU_URL/api/" \
+        SYNCVET_ETL__API__TOKEN_URL="$EMU_URL/oauth2/v2.0/token" \
+        SYNCVET_ETL__API__CLIENT_ID=demo-client \
+        SYNCVET_CLIENT_SECRET=demo-secret \
+        SYNCVET_ETL__LAKE__URL="$lake" \
+        RUST_LOG=warn \
+        "${BENCH_ENV[@]}" \
+        /usr/bin/time -v -o "$WORK/time.txt" "$ETL" --config "${ETL_CONFIG:-$REPO/config/default.toml}" "$@" >"$WORK/etl.out" 2>"$WORK/etl.err" \
+        || { echo "syncvet-etl failed:"; tail -20 "$WORK/etl.err" "$WORK/etl.out"; exit 1; }
+}
+time_field() { sed -n "s/^\s*$1: //p" "$WORK/time.txt"; }
+report_sum() { python3 -c "import json,glob,sys; r=json.load(open(sorted(glob.glob(sys.argv[1]+'/_runs/*.json'))[-1])); print(sum(p[sys.argv[2]] for p in r['partitions']))" "$1" "$2"; }
+
+e2e() {
+    local rows_per_day="$1" lake="$WORK/lake-$1"
+    start_emulator --pims-sources 1 --supplier-sources 0 --spread 1 --rows-per-day "$rows_per_day"
+    local emu_before; emu_before="$(cpu_ticks "$EMU_PID")"
+    BENCH_ENV=(SYNCVET_ETL__API__RATE__REQUESTS_PER_SEC=1000 SYNCVET_ETL__API__RATE__BURST=100)
+    run_etl "$lake" run --date "$DATE" --practice p-0001 --entity patients
+    local emu_after; emu_after="$(cpu_ticks "$EMU_PID")"
+    stop_emulator
+    local rows json wall user sys rss hz
+    rows="$(report_sum "$lake" rows)"; json="$(report_sum "$lake" json_bytes)"
+    wall="$(time_field 'Elapsed (wall clock) time (h:mm:ss or m:ss)')"
+    user="$(time_field 'User time (seconds)')"; sys="$(time_field 'System time (seconds)')"
+    rss="$(time_field 'Maximum resident set size (kbytes)')"; hz="$(getconf CLK_TCK)"
+    python3 - "$rows" "$json" "$wall" "$user" "$sys" "$rss" "$emu_before" "$emu_after" "$hz" <<'PY'
+import sys
+rows, json_bytes = int(sys.argv[1]), int(sys.argv[2])
+parts = [float(x) for x in sys.argv[3].split(":")]
+wall = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+cpu = float(sys.argv[4]) + float(sys.argv[5])
+emu_cpu = (int(sys.argv[8]) - int(sys.argv[7])) / int(sys.argv[9])
+print(f"e2e patients rows={rows} json={json_bytes/1e6:.0f}MB wall={wall:.2f}s "
+      f"records/s={rows/wall:,.0f} MB/s={json_bytes/1e6/wall:.0f} "
+      f"etl_cpu={cpu:.2f}s cpu_s_per_M={cpu/rows*1e6:.2f} peak_rss={int(sys.argv[6])/1024:.0f}MB "
+      f"emulator_cpu={emu_cpu:.2f}s ({emu_cpu/wall*100:.0f}% of one core)")
+PY
+}
+
+fleet() {
+    # The client is told nothing: config/default.toml without its [api.rate]
+    # section (which tunes the rate for the demo emulator), so the governor
+    # starts from the crate defaults. SYNCVET_ETL__API__RATE__* variables in
+    # the caller's environment still apply (SLOW_START_FACTOR=1 with
+    # INCREASE_FRACTION=0 is the governor as it was before slow start).
+    local lake="$WORK/lake-fleet" limit=50
+    python3 - "$REPO/config/default.toml" >"$WORK/fleet.toml" <<'PY'
+import sys
+skip = False
+for line in open(sys.argv[1]):
+    if line.startswith("["):
+        skip = line.strip() == "[api.rate]"
+    if not skip:
+        print(line, end="")
+PY
+    start_emulator --pims-sources 470 --supplier-sources 30 --rows-per-day 200 --rate-limit-rps "$limit" --burst "$limit"
+    BENCH_ENV=(SYNCVET_ETL__SYNC__CONCURRENCY=32 "RUST_LOG=warn,syncvet_client::rate=debug")
+    local started; started="$(date +%s.%N)"
+    ETL_CONFIG="$WORK/fleet.toml" run_etl "$lake" run --date "$DATE" --log-format json
+    curl -s "$EMU_URL/__admin/stats" >"$WORK/stats.json"
+    stop_emulator
+    python3 - "$WORK/stats.json" "$lake" "$limit" "$(time_field 'Elapsed (wall clock) time (h:mm:ss or m:ss)')" \
+        "$WORK/etl.err" "$started" <<'PY'
+import json, glob, sys
+from datetime import datetime
+stats = json.load(open(sys.argv[1]))
+report = json.load(open(sorted(glob.glob(sys.argv[2] + "/_runs/*.json"))[-1]))
+limit = float(sys.argv[3])
+parts = [float(x) for x in sys.argv[4].split(":")]
+wall = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+requests = sum(stats["by_status"].values())
+limited = stats["by_status"].get("429", 0)
+useful = requests - limited - stats["tokens_issued"]  # API answers other than 429
+floor = useful / limit
+failed = sum(1 for p in report["partitions"] if p["status"] != "committed")
+print(f"fleet partitions={len(report['partitions'])} failed={failed} requests={requests} 429={limited} "
+      f"({limited/requests*100:.2f}%) useful={useful} wall={wall:.1f}s floor={floor:.1f}s "
+      f"(+{(wall/floor-1)*100:.1f}%) early_retries={stats['early_retries']}")
+# The governor's rate timeline from its log, in seconds since the ETL started.
+started = float(sys.argv[6])
+changes = []
+for line in open(sys.argv[5]):
+    try:
+        event = json.loads(line)
+    except ValueError:
+        continue
+    if event.get("target") != "syncvet_client::rate" or "to_rps" not in event:
+        continue
+    at = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp() - started
+    kind = "429 cut" if "pause_ms" in event else ("slow start" if event.get("slow_start") else "increase")
+    changes.append((at, kind, event["from_rps"], event["to_rps"]))
+cuts = sum(kind == "429 cut" for _, kind, _, _ in changes)
+print(f"rate timeline ({len(changes)} changes, {cuts} cuts):")
+for at, kind, before, after in changes:
+    print(f"  {at:7.2f}s {kind:10} {before:6.1f} -> {after:6.1f} rps")
+PY
+}
+
+case "$WHAT" in
+    e2e) e2e 100000; e2e 1000000 ;;
+    fleet) fleet ;;
+    all) e2e 100000; e2e 1000000; fleet ;;
+    *) echo "usage: $0 [e2e|fleet]" >&2; exit 2 ;;
+esac
