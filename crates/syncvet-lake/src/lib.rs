@@ -37,7 +37,10 @@
 //! `max_file_bytes`. Each file is an `AsyncArrowWriter` over a multipart
 //! upload whose parts (`part_size_bytes`, at most `upload_concurrency` in
 //! flight) are sent as they fill. Memory per writer is therefore one row
-//! group plus a few parts, whatever the size of the partition.
+//! group plus a few parts, whatever the size of the partition. Measured
+//! with `examples/memory.rs` (release, local disk, `patients` rows): peak
+//! RSS 45 MiB for 100k rows, 88 MiB for 1M and 87 MiB for 2M (it plateaus
+//! once the first row groups are out); about 125k–150k rows/s on one core.
 //!
 //! # Exactly once per partition
 //!

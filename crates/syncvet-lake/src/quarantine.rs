@@ -30,6 +30,18 @@ impl<A: AsRef<str>, B: AsRef<str>, C: AsRef<str>> RejectedRecord for (A, B, C) {
     }
 }
 
+impl RejectedRecord for syncvet_model::Reject {
+    fn raw(&self) -> &str {
+        &self.raw
+    }
+    fn field(&self) -> &str {
+        &self.field
+    }
+    fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("raw", DataType::Utf8, false),

@@ -54,7 +54,8 @@ pub fn batch(schema: &SchemaRef, first_row: u64, rows: usize) -> RecordBatch {
                     .expect("catalog decimals are valid"),
                 ),
                 DataType::Boolean => Arc::new(BooleanArray::from_iter(
-                    ids.clone().map(|i| (!null(i)).then_some(i.is_multiple_of(2))),
+                    ids.clone()
+                        .map(|i| (!null(i)).then_some(i.is_multiple_of(2))),
                 )),
                 DataType::Date32 => Arc::new(Date32Array::from_iter(
                     ids.clone()
