@@ -176,8 +176,10 @@ pub struct TokenConfig {
 
 /// `[api.rate]`: the process-wide rate governor. The API's limit is not
 /// published: with `adaptive` the governor starts at `requests_per_sec`,
-/// cuts the rate multiplicatively on every 429 and raises it additively
-/// after quiet periods, so it finds and holds the limit.
+/// multiplies it by `slow_start_factor` every `slow_start_period_secs`
+/// until the first 429 (slow start), then cuts it multiplicatively on every
+/// 429 and raises it by a few percent after quiet periods, so it finds the
+/// limit in seconds and holds it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateConfig {
@@ -201,13 +203,28 @@ pub struct RateConfig {
     /// requests sent at an older rate do not cut it again). In (0, 1).
     #[serde(default = "default_decrease_factor")]
     pub decrease_factor: f64,
-    /// Requests per second added after each quiet period.
+    /// Fraction of the current rate added after each quiet period (0.05 =
+    /// +5%), so that the limit is found again quickly after a cut at any
+    /// scale; at least `increase_rps` is added. 0 = purely additive.
+    #[serde(default = "default_increase_fraction")]
+    pub increase_fraction: f64,
+    /// Least requests per second added after each quiet period.
     #[serde(default = "default_increase_rps")]
     pub increase_rps: f64,
     /// Seconds without a 429, while the governor was the bottleneck, before
-    /// the rate goes up by `increase_rps`.
+    /// the rate goes up (after slow start).
     #[serde(default = "default_quiet_period_secs")]
     pub quiet_period_secs: f64,
+    /// Slow start: until the first 429 the rate is multiplied by this
+    /// after each `slow_start_period_secs` spent at the limit, so that a
+    /// start far below the API's limit costs seconds, not minutes. The
+    /// first 429 ends slow start for good. 1 = no slow start.
+    #[serde(default = "default_slow_start_factor")]
+    pub slow_start_factor: f64,
+    /// Seconds without a 429, while the governor was the bottleneck, before
+    /// each slow-start multiplication.
+    #[serde(default = "default_slow_start_period_secs")]
+    pub slow_start_period_secs: f64,
     /// Pause after a 429 whose Retry-After is 0, a date in the past or
     /// unparsable, in milliseconds: never a hot loop.
     #[serde(default = "default_min_pause_ms")]
@@ -330,11 +347,20 @@ fn default_max_requests_per_sec() -> f64 {
 fn default_decrease_factor() -> f64 {
     0.85
 }
+fn default_increase_fraction() -> f64 {
+    0.05
+}
 fn default_increase_rps() -> f64 {
     1.0
 }
 fn default_quiet_period_secs() -> f64 {
     3.0
+}
+fn default_slow_start_factor() -> f64 {
+    1.5
+}
+fn default_slow_start_period_secs() -> f64 {
+    1.0
 }
 fn default_min_pause_ms() -> u64 {
     1000
@@ -517,6 +543,22 @@ impl RateConfig {
         positive("api.rate.max_requests_per_sec", self.max_requests_per_sec)?;
         positive("api.rate.increase_rps", self.increase_rps)?;
         positive("api.rate.quiet_period_secs", self.quiet_period_secs)?;
+        positive(
+            "api.rate.slow_start_period_secs",
+            self.slow_start_period_secs,
+        )?;
+        if !(self.slow_start_factor.is_finite() && self.slow_start_factor >= 1.0) {
+            return Err(config_error(
+                "api.rate.slow_start_factor",
+                "must be a number of at least 1 (1 = no slow start)",
+            ));
+        }
+        if !(self.increase_fraction.is_finite() && self.increase_fraction >= 0.0) {
+            return Err(config_error(
+                "api.rate.increase_fraction",
+                "must be a number of at least 0",
+            ));
+        }
         if self.burst == 0 {
             return Err(config_error("api.rate.burst", "must be at least 1"));
         }
@@ -609,6 +651,12 @@ mod tests {
         let mut cfg = valid();
         cfg.rate.decrease_factor = 1.0;
         assert_eq!(key_of(cfg), "api.rate.decrease_factor");
+        let mut cfg = valid();
+        cfg.rate.slow_start_factor = 0.5;
+        assert_eq!(key_of(cfg), "api.rate.slow_start_factor");
+        let mut cfg = valid();
+        cfg.rate.increase_fraction = f64::NAN;
+        assert_eq!(key_of(cfg), "api.rate.increase_fraction");
         let cfg = ApiConfig {
             client_secret: None,
             ..valid()

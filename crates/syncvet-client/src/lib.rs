@@ -21,10 +21,12 @@
 //! - **Rate governor** (`rate`): a `governor` limiter at the current rate,
 //!   a shared pause after each 429 of at least Retry-After (seconds or HTTP
 //!   date; 0 or a past date still pauses `api.rate.min_pause_ms`; never
-//!   shortened), and AIMD: ×`decrease_factor` per 429 (once per rate step),
-//!   +`increase_rps` per quiet period spent at the limit. Permits are handed
-//!   out round-robin across practices, so a huge practice cannot starve a
-//!   small one.
+//!   shortened), slow start (×`slow_start_factor` per short period spent
+//!   at the limit, until the first 429) and then AIMD: ×`decrease_factor`
+//!   per 429 (once per rate step), +`increase_fraction` of the rate (at
+//!   least `increase_rps`) per quiet period spent at the limit. Permits are
+//!   handed out round-robin across practices, so a huge practice cannot
+//!   starve a small one.
 //! - **Retries**: 408, 500, 502, 503, 504, connection errors, timeouts and
 //!   truncated or unparsable bodies are retried with exponential backoff and
 //!   jitter (a 503's Retry-After is a floor), at most `api.retry.max_attempts`

@@ -5,10 +5,17 @@
 //!   (it runs on tokio's clock, so `tokio::time::pause()` drives it in tests);
 //! - a pause: a 429 stops every worker until its Retry-After has passed
 //!   (never less; 0 or a past date means `min_pause_ms`, never a hot loop);
-//! - AIMD: a 429 cuts the rate by `decrease_factor` (once per rate step: the
-//!   answers to requests already sent at the old rate do not cut it again),
-//!   and every `quiet_period_secs` without a 429, while the limiter was the
-//!   bottleneck, adds `increase_rps`. The limiter is rebuilt at each change.
+//! - slow start, then AIMD. The rate only rises after a period without a
+//!   429 in which the limiter was the bottleneck (idle time proves
+//!   nothing). Until the first 429 (slow start, as in TCP) each
+//!   `slow_start_period_secs` multiplies it by `slow_start_factor`, so a
+//!   start at 10 rps finds a limit of 50 in ~4 s instead of minutes of
+//!   +1 steps. After it, a 429 cuts the rate by `decrease_factor` (once per
+//!   rate step: the answers to requests already sent at the old rate do not
+//!   cut it again), and every `quiet_period_secs` adds `increase_fraction`
+//!   of the rate (at least `increase_rps`): proportional, so the limit is
+//!   found again in a few periods after a cut whatever its scale. The
+//!   limiter is rebuilt at each change.
 //!
 //! Fairness: requests wait in one queue per key (practice) and a single
 //! dispatcher task hands out permits round-robin over the keys, so a
@@ -68,6 +75,8 @@ struct State {
     /// The limiter held a request back since `quiet_since`: only then is
     /// the rate the bottleneck and worth raising.
     saturated: bool,
+    /// No 429 yet: the rate grows multiplicatively.
+    slow_start: bool,
 }
 
 struct Shared {
@@ -103,6 +112,7 @@ impl RateGovernor {
             paused_until: None,
             quiet_since: Instant::now(),
             saturated: false,
+            slow_start: config.adaptive && config.slow_start_factor > 1.0,
         };
         let (queue, receiver) = mpsc::unbounded_channel();
         RateGovernor {
@@ -160,6 +170,10 @@ impl RateGovernor {
         state.paused_until = Some(paused_until);
         state.quiet_since = paused_until;
         state.saturated = false;
+        if state.slow_start {
+            tracing::info!(rate_rps = state.rate, "first 429: slow start ends");
+            state.slow_start = false;
+        }
         if config.adaptive && permit.step == state.step {
             let rate = (state.rate * config.decrease_factor).max(config.min_requests_per_sec);
             tracing::info!(
@@ -208,15 +222,26 @@ impl Shared {
             state.paused_until = None;
         }
         let config = &self.config;
+        let period_secs = if state.slow_start {
+            config.slow_start_period_secs
+        } else {
+            config.quiet_period_secs
+        };
         if config.adaptive
             && state.saturated
             && state.rate < config.max_requests_per_sec
-            && now.duration_since(state.quiet_since).as_secs_f64() >= config.quiet_period_secs
+            && now.duration_since(state.quiet_since).as_secs_f64() >= period_secs
         {
-            let rate = (state.rate + config.increase_rps).min(config.max_requests_per_sec);
+            let raised = if state.slow_start {
+                state.rate * config.slow_start_factor
+            } else {
+                state.rate + (state.rate * config.increase_fraction).max(config.increase_rps)
+            };
+            let rate = raised.min(config.max_requests_per_sec);
             tracing::debug!(
                 from_rps = state.rate,
                 to_rps = rate,
+                slow_start = state.slow_start,
                 "quiet period: speeding up"
             );
             state.rate = rate;
