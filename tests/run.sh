@@ -160,11 +160,12 @@ echo "S3 $AWS_ENDPOINT bucket $AWS_BUCKET; Azure $AZURITE_BLOB_STORAGE_URL conta
 if [ "$MODE" = all ]; then
     step "cargo fmt --check" cargo fmt --all -- --check
     step "cargo clippy -D warnings" cargo clippy --workspace --all-targets --locked -- -D warnings
+    # --no-fail-fast: every test binary runs, so one run reports every failure.
     # The binary is built before the tests: the e2e suite and the systemd
     # check run target/debug/syncvet-etl.
     step "cargo build --bins" cargo build --workspace --bins --locked
     step "cargo test --workspace" timeout --signal=INT --kill-after=60 "$CARGO_TEST_TIMEOUT_SECS" \
-        cargo test --workspace --locked
+        cargo test --workspace --locked --no-fail-fast
 fi
 step "python tests (tests/py)" "$SYNCVET_PYTHON" -m pytest -p no:cacheprovider -q tests/py
 if [ "$MODE" = all ]; then
