@@ -56,7 +56,7 @@ fn sigkill_at_random_moments_then_rerun_gives_the_exact_lake() {
             etl.clone()
         };
         let mut running = run.spawn();
-        let delay = Duration::from_millis(rng.random_range(100..2500));
+        let delay = Duration::from_millis(rng.random_range(100..1500));
         std::thread::sleep(delay);
         if running.has_exited() {
             let out = running.wait(Duration::from_secs(5));
