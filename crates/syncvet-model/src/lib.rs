@@ -8,6 +8,13 @@
 //! fingerprint of that schema that manifests record, so a reader can tell
 //! when a partition was written with another catalog.
 //!
+//! [`PageDecoder`] turns the JSON text of a page's `items` into a
+//! `RecordBatch` of exactly that schema, coercing each value as it is parsed
+//! (no `serde_json::Value` tree) and setting aside every record it cannot
+//! type as a [`Reject`] with its raw text, the field and the reason, so one
+//! bad record never costs its page. The decoding rules, including those the
+//! spec leaves open, are listed on [`PageDecoder`].
+//!
 //! This crate is pure: it does no I/O beyond reading a catalog folder.
 //! HTTP lives in `syncvet-client`, storage in `syncvet-lake`.
 

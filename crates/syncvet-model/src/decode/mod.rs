@@ -1,47 +1,52 @@
 //! Decoding a page of records into a typed Arrow batch, with rejects.
 //!
-//! The page's `items` text is split into its records as borrowed raw slices
-//! (one validating pass), then each record is read by a serde visitor that
+//! The page's `items` text is split into its records as borrowed slices
+//! (a scan of strings and brackets only), then each record is read by a serde visitor that
 //! matches its keys against the entity's fields and parses each value
 //! straight into a typed staging cell: no `serde_json::Value` tree, strings
 //! borrowed from the page unless they hold escapes. A record whose cells are
 //! all valid is appended to the Arrow builders; any other is a [`Reject`]
 //! that carries its raw text, so the rest of the page is always kept.
-//!
-//! Decisions where `schemas.md` is silent:
-//! - string, date and timestamp fields take JSON strings only (a number in a
-//!   string field is rejected rather than reformatted);
-//! - numeric fields take JSON numbers or strings of number text, read
-//!   exactly; whole-number fields accept `30.0` and `3e1` but not `30.5`;
-//!   decimals accept extra fractional digits only when they are zeros;
-//! - booleans: `true`/`false` in any case as JSON or strings, `0`/`1` as
-//!   numbers or strings;
-//! - timestamps need an offset (or `Z`); sub-microsecond digits are truncated;
-//! - `list<string>` keeps null items (the item field is nullable); any other
-//!   item is a reject;
-//! - a nested object (`primaryVet`) may be null (all its fields null);
-//! - `deleted` absent or null is false;
-//! - a key given twice in a record is a reject;
-//! - unknown keys are counted only for accepted records (a rejected record
-//!   is kept whole in quarantine); nested ones as `parent.key`.
 
 mod builders;
 mod cell;
 mod record;
+mod split;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
-use serde_json::value::RawValue;
+use serde::de::{self, IgnoredAny};
 
 use crate::{DecodeError, Entity};
 use builders::Columns;
-use record::{Plan, Row};
+use record::{Plan, Problem, Row};
 
 /// Decodes the pages of one entity from one source into Arrow batches.
 /// Keep one per (source, entity) stream: it holds the key index and the
 /// builders, so nothing is rebuilt per page.
+///
+/// Decoding rules where `schemas.md` is silent:
+/// - string, date and timestamp fields take JSON strings only (a number in a
+///   string field is rejected rather than reformatted);
+/// - numeric fields take JSON numbers or strings of number text, read
+///   exactly; whole-number fields accept `30.0` and `3e1` but not `30.5`;
+///   decimals accept extra fractional digits only when they are zeros;
+/// - booleans: `true`/`false` in any case as JSON or strings, `0`/`1` as
+///   numbers or strings;
+/// - timestamps need an offset (or `Z`); sub-microsecond digits are truncated;
+/// - `list<string>` keeps null items (the item field is nullable); any other
+///   item is a reject;
+/// - a nested object (`primaryVet`) may be null (all its fields null);
+/// - `deleted` absent or null is false;
+/// - a field given twice in a record is a reject;
+/// - unknown keys are counted only for accepted records (a rejected record
+///   is kept whole in quarantine); nested ones as `parent.key`;
+/// - no nesting-depth limit is needed: the visitor recurses at most into a
+///   nested object and a list, and serde_json skips unknown values (and
+///   scans raw records) iteratively, so depth costs memory bounded by the
+///   page, never stack.
 #[derive(Debug)]
 pub struct PageDecoder {
     plan: Plan,
@@ -105,22 +110,35 @@ impl PageDecoder {
         if let Some(found) = found {
             return Err(DecodeError::NotAnArray { found });
         }
-        let records: Vec<&RawValue> = serde_json::from_str(text)?;
+        let Some(records) = split::split_array(text) else {
+            return Err(match serde_json::from_str::<IgnoredAny>(text) {
+                Err(e) => DecodeError::Malformed(e),
+                Ok(_) => DecodeError::Malformed(de::Error::custom("not a JSON array")),
+            });
+        };
 
         let mut row = Row::new(&self.plan);
         let mut rejects = Vec::new();
         let mut unknown_keys = BTreeMap::new();
         for raw in records {
-            match row.read(&self.plan, raw.get(), &self.source_id) {
+            match row.read(&self.plan, raw, &self.source_id) {
                 Ok(()) => {
                     self.columns.append(&mut row.cells);
                     row.count_unknown(&mut unknown_keys);
                 }
-                Err((field, reason)) => rejects.push(Reject {
-                    raw: raw.get().to_owned(),
-                    field,
-                    reason,
-                }),
+                Err(Problem::Reject(field, reason)) => {
+                    row.clear();
+                    rejects.push(Reject {
+                        raw: raw.to_owned(),
+                        field,
+                        reason,
+                    });
+                }
+                Err(Problem::Malformed(e)) => {
+                    // Drop the rows of this page already appended.
+                    let _ = self.columns.finish();
+                    return Err(DecodeError::Malformed(e));
+                }
             }
         }
         Ok(DecodedPage {

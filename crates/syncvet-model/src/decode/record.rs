@@ -126,27 +126,37 @@ impl<'de> Row<'de> {
     }
 
     /// Reads `raw` (one element of the page's `items`) into the cells.
-    /// `Err` is the reject's (field, reason).
+    /// The cells must be absent, as [`Columns::append`] and [`Row::clear`]
+    /// leave them (but for the source key).
+    ///
+    /// [`Columns::append`]: super::builders::Columns::append
     pub(crate) fn read(
         &mut self,
         plan: &Plan,
         raw: &'de str,
         source_id: &str,
-    ) -> Result<(), (String, String)> {
-        self.cells.fill(Cell::Absent);
-        self.unknown.clear();
-        self.problem = None;
+    ) -> Result<(), Problem> {
+        // The source key is no column, so appending the last record left it.
+        if let Some(i) = plan.source_key {
+            self.cells[i] = Cell::Absent;
+        }
         let mut de = serde_json::Deserializer::from_str(raw);
         let seed = ObjectSeed {
             plan,
             row: &mut *self,
             object: None,
         };
-        if de.deserialize_map(seed).is_err() {
-            return Err(self
+        if let Err(e) = de.deserialize_map(seed).and_then(|()| de.end()) {
+            // The text is validated here for the first time: broken JSON
+            // fails the page, a well-formed value of another shape is a reject.
+            if e.is_syntax() || e.is_eof() {
+                return Err(Problem::Malformed(e));
+            }
+            let (field, reason) = self
                 .problem
                 .take()
-                .unwrap_or_else(|| (String::new(), "a record must be a JSON object".to_owned())));
+                .unwrap_or_else(|| (String::new(), "a record must be a JSON object".to_owned()));
+            return Err(Problem::Reject(field, reason));
         }
         for (field, cell) in plan.entity.fields.iter().zip(&self.cells) {
             if field.required && cell.is_empty() {
@@ -155,14 +165,17 @@ impl<'de> Row<'de> {
                 } else {
                     "null"
                 };
-                return Err((field.key.clone(), format!("required field is {what}")));
+                return Err(Problem::Reject(
+                    field.key.clone(),
+                    format!("required field is {what}"),
+                ));
             }
         }
         if let Some(i) = plan.source_key
             && let Cell::Str(id) = &self.cells[i]
             && id != source_id
         {
-            return Err((
+            return Err(Problem::Reject(
                 plan.entity.fields[i].key.clone(),
                 format!(
                     "the record belongs to {}, not to {} which is being read",
@@ -172,6 +185,13 @@ impl<'de> Row<'de> {
             ));
         }
         Ok(())
+    }
+
+    /// Forgets a rejected record's values.
+    pub(crate) fn clear(&mut self) {
+        self.cells.fill(Cell::Absent);
+        self.unknown.clear();
+        self.problem = None;
     }
 
     /// Adds this (accepted) record's unknown keys to the page's counts.
@@ -197,6 +217,15 @@ impl<'de> Row<'de> {
         }
         E::custom("record rejected")
     }
+}
+
+/// Why a record was not accepted.
+#[derive(Debug)]
+pub(crate) enum Problem {
+    /// The record is valid JSON but not a valid record: (field key, reason).
+    Reject(String, String),
+    /// The record is not valid JSON: the page is unusable.
+    Malformed(serde_json::Error),
 }
 
 /// Reads a JSON object: the record itself or one of its nested objects.
@@ -270,10 +299,10 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_, 'de> {
                             return Err(row.reject(&field.key, || "the key appears twice".into()));
                         }
                         Ok(Err(reason)) => return Err(row.reject(&field.key, || reason)),
-                        Err(_) => {
-                            return Err(row.reject(&field.key, || {
-                                format!("expected {}", cell::describe(ty))
-                            }));
+                        Err(e) => {
+                            let _: A::Error = row
+                                .reject(&field.key, || format!("expected {}", cell::describe(ty)));
+                            return Err(e);
                         }
                     }
                 }
