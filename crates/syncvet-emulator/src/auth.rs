@@ -187,6 +187,20 @@ mod tests {
         headers
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn tokens_expire_on_the_emulator_clock() {
+        let shared = crate::state::Shared::new(crate::EmulatorConfig::default());
+        let token = issue(shared.token_key, "demo-client", shared.now_ms() + 10_000);
+        assert!(verify(shared.token_key, &bearer(&token), shared.now_ms()).is_ok());
+        tokio::time::advance(std::time::Duration::from_millis(9_900)).await;
+        assert!(verify(shared.token_key, &bearer(&token), shared.now_ms()).is_ok());
+        tokio::time::advance(std::time::Duration::from_millis(200)).await;
+        assert_eq!(
+            verify(shared.token_key, &bearer(&token), shared.now_ms()),
+            Err(AuthProblem::Expired)
+        );
+    }
+
     #[test]
     fn tokens_verify_until_they_expire_and_only_with_their_key() {
         let token = issue(11, "demo-client", 5_000);

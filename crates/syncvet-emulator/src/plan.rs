@@ -382,7 +382,11 @@ fn gen_of(entity: &str, field: &Field) -> Gen {
                 Gen::Date(-400, 0)
             }
         }
-        FieldType::Timestamp => Gen::Timestamp(-400, 30),
+        // Scheduled times may lie ahead of the batch date; records of the past may not.
+        FieldType::Timestamp if lower.contains("start") || lower.contains("end") => {
+            Gen::Timestamp(-30, 60)
+        }
+        FieldType::Timestamp => Gen::Timestamp(-400, 0),
         FieldType::StringList => Gen::List(ALERTS),
     }
 }

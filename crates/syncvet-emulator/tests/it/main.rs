@@ -1,5 +1,6 @@
 //! End-to-end tests of the emulator over real HTTP on 127.0.0.1:0.
 
+mod binary;
 mod common;
 mod data;
 mod determinism;
