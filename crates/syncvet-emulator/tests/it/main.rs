@@ -3,6 +3,7 @@
 mod binary;
 mod common;
 mod data;
+mod decoder;
 mod determinism;
 mod faults;
 mod rate_limit;
