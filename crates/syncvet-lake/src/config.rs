@@ -85,7 +85,7 @@ fn default_max_retries() -> usize {
     60
 }
 fn default_commit_claim_ttl_secs() -> u64 {
-    300
+    120
 }
 
 /// S3's lower bound for every part but the last.

@@ -57,6 +57,8 @@ impl Runner {
     /// the lake and builds the client; `shard` divides the rate budget.
     pub async fn start(mut config: Config, shard: Option<Shard>) -> Result<Runner, RunnerError> {
         let catalog = Catalog::load(config.sync.catalog_dir.as_deref())?;
+        // Opened first: a bad lake URL is a configuration error, found before any work starts.
+        let lake = Lake::open(&config.lake)?;
         let (emulator, secret) = if config.emulator.enabled {
             let settings = config.emulator.settings.clone();
             let emulator = RunningEmulator::start(settings.clone(), config.emulator.port)
@@ -79,7 +81,6 @@ impl Runner {
         if let Some(shard) = shard {
             config.api.rate.requests_per_sec /= f64::from(shard.count);
         }
-        let lake = Lake::open(&config.lake)?;
         let client = ApiClient::new(&config.api, secret)?;
         Ok(Runner {
             config,
