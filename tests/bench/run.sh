@@ -49,7 +49,7 @@ run_etl() {
         RUST_LOG=warn \
         "${BENCH_ENV[@]}" \
         /usr/bin/time -v -o "$WORK/time.txt" "$ETL" --config "${ETL_CONFIG:-$REPO/config/default.toml}" "$@" >"$WORK/etl.out" 2>"$WORK/etl.err" \
-        || { echo "syncvet-etl failed:"; tail -20 "$WORK/etl.err" "$WORK/etl.out"; exit 1; }
+        || { echo "syncvet-etl failed:"; tail -n 20 "$WORK/etl.err"; tail -n 20 "$WORK/etl.out"; exit 1; }
 }
 time_field() { sed -n "s/^\s*$1: //p" "$WORK/time.txt"; }
 report_sum() { python3 -c "import json,glob,sys; r=json.load(open(sorted(glob.glob(sys.argv[1]+'/_runs/*.json'))[-1])); print(sum(p[sys.argv[2]] for p in r['partitions']))" "$1" "$2"; }
@@ -58,7 +58,7 @@ e2e() {
     local rows_per_day="$1" lake="$WORK/lake-$1"
     start_emulator --pims-sources 1 --supplier-sources 0 --spread 1 --rows-per-day "$rows_per_day"
     local emu_before; emu_before="$(cpu_ticks "$EMU_PID")"
-    BENCH_ENV=(SYNCVET_ETL__API__RATE__REQUESTS_PER_SEC=1000 SYNCVET_ETL__API__RATE__BURST=100)
+    BENCH_ENV=(SYNCVET_ETL__API__RATE__REQUESTS_PER_SEC=1000 SYNCVET_ETL__API__RATE__BURST=100 ${E2E_ENV:-})
     run_etl "$lake" run --date "$DATE" --practice p-0001 --entity patients
     local emu_after; emu_after="$(cpu_ticks "$EMU_PID")"
     stop_emulator

@@ -10,6 +10,7 @@ use object_store::path::{Path, PathPart};
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::layout::part_file_name;
 use crate::upload::{DeferredUpload, StagedFile};
@@ -38,6 +39,9 @@ pub(crate) fn writer_properties(config: &LakeConfig) -> Result<WriterProperties,
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_dictionary_enabled(true)
+        // `id` is unique within a partition: a dictionary would only cost
+        // hashing every value before falling back to plain encoding.
+        .set_column_dictionary_enabled(ColumnPath::from("id"), false)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(config.row_group_rows))
         .build())

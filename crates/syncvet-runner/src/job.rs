@@ -1,11 +1,23 @@
 //! Syncing one partition: pages in, Parquet out, committed once.
+//!
+//! Three stages run at once, joined by bounded channels that push back:
+//! the fetcher (HTTP, async), the decoders (JSON → Arrow, CPU-bound, on the
+//! blocking pool so they never stall the runtime) and the writer (Parquet
+//! through object_store, in this task). Fetching page n+2, decoding page
+//! n+1 and writing page n overlap, so one partition uses both cores.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 
-use syncvet_client::{ApiClient, ClientError, PageEvent};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+
+use syncvet_client::{ApiClient, BatchPage, ClientError, PageEvent};
 use syncvet_lake::{Lake, PartitionWriter};
-use syncvet_model::PageDecoder;
+use syncvet_model::{DecodedPage, Entity, PageDecoder};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +43,18 @@ enum Failure {
     Interrupted,
 }
 
+/// What the decoder stage hands the writer.
+enum Decoded {
+    Page {
+        page: DecodedPage,
+        total_count: Option<u64>,
+        body_bytes: usize,
+    },
+    /// The upstream expired our continuation token: start the entity again.
+    Restarted,
+    Failed(Failure),
+}
+
 /// Counts of one attempt at a partition; reset when the upstream restarts it.
 #[derive(Default)]
 struct Tally {
@@ -50,12 +74,8 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> P
         .client
         .batch(&key.source_id, &key.entity, key.batch_date);
     let mut writer = ctx.lake.writer(job.entity.clone(), key.clone(), ctx.run_id);
-    let mut decoder = PageDecoder::new(job.entity.clone(), &key.source_id);
-    let mut tally = Tally::default();
 
-    // The next pages are fetched while this one is decoded and written; the
-    // bounded channel pushes back on the fetcher when the writer is slower.
-    let (pages_tx, mut pages_rx) = mpsc::channel(ctx.pages_in_flight);
+    let (pages_tx, pages_rx) = mpsc::channel(ctx.pages_in_flight);
     let fetcher = tokio::spawn(async move {
         while let Some(event) = stream.next().await {
             let failed = event.is_err();
@@ -65,49 +85,48 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> P
         }
         stream.stats()
     });
+    let (decoded_tx, mut decoded_rx) = mpsc::channel(1);
+    let decoding = tokio::spawn(decode_pages(
+        job.entity.clone(),
+        key.source_id.clone(),
+        pages_rx,
+        decoded_tx,
+    ));
 
+    let mut tally = Tally::default();
     let outcome: Result<(), Failure> = async {
         loop {
-            let event = tokio::select! {
+            let decoded = tokio::select! {
                 _ = ctx.abort.cancelled() => return Err(Failure::Interrupted),
-                event = pages_rx.recv() => event,
+                decoded = decoded_rx.recv() => decoded,
             };
-            let Some(event) = event else { return Ok(()) };
-            match event.map_err(Failure::Api)? {
-                PageEvent::Restarted => {
+            match decoded {
+                None => return Ok(()),
+                Some(Decoded::Failed(failure)) => return Err(failure),
+                Some(Decoded::Restarted) => {
                     writer
                         .restart()
                         .await
                         .map_err(|e| Failure::Other(e.to_string()))?;
                     tally = Tally::default();
                 }
-                PageEvent::Page(page) => {
-                    tally.pages += 1;
-                    tally.json_bytes += page.body_bytes as u64;
-                    if page.total_count.is_some() {
-                        tally.total_count = page.total_count;
-                    }
-                    let decoded = decoder
-                        .decode(&page.items)
-                        .map_err(|e| Failure::Other(format!("page {}: {e}", page.number)))?;
-                    for (key, n) in decoded.unknown_keys {
-                        *tally.unknown_keys.entry(key).or_default() += n;
-                    }
-                    tally.rows += decoded.batch.num_rows() as u64;
-                    tally.rejects += decoded.rejects.len() as u64;
-                    ctx.metrics.page_decoded(
-                        decoded.batch.num_rows() as u64,
-                        decoded.rejects.len() as u64,
-                    );
-                    if decoded.batch.num_rows() > 0 {
+                Some(Decoded::Page {
+                    page,
+                    total_count,
+                    body_bytes,
+                }) => {
+                    tally.add(&page, total_count, body_bytes);
+                    ctx.metrics
+                        .page_decoded(page.batch.num_rows() as u64, page.rejects.len() as u64);
+                    if page.batch.num_rows() > 0 {
                         writer
-                            .write_batch(&decoded.batch)
+                            .write_batch(&page.batch)
                             .await
                             .map_err(|e| Failure::Other(e.to_string()))?;
                     }
-                    if !decoded.rejects.is_empty() {
+                    if !page.rejects.is_empty() {
                         writer
-                            .write_rejects(&decoded.rejects)
+                            .write_rejects(&page.rejects)
                             .await
                             .map_err(|e| Failure::Other(e.to_string()))?;
                     }
@@ -117,10 +136,12 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> P
     }
     .await;
 
-    drop(pages_rx);
+    // Dropping the receiver ends the decoder, which ends the fetcher.
+    drop(decoded_rx);
     if matches!(outcome, Err(Failure::Interrupted)) {
         fetcher.abort();
     }
+    decoding.abort();
     let stream_stats = fetcher.await.unwrap_or_default();
 
     let status = match outcome {
@@ -153,6 +174,89 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> P
     report
 }
 
+/// Pages decoded at once per partition: two keep both cores busy on one
+/// big partition; more would only queue on the blocking pool.
+const DECODERS_PER_PARTITION: usize = 2;
+
+type Decoding = Pin<Box<dyn Future<Output = (Option<PageDecoder>, Decoded)> + Send>>;
+
+/// The decoder stage: pages decoded on the blocking pool, up to
+/// [`DECODERS_PER_PARTITION`] at once, handed on in page order.
+async fn decode_pages(
+    entity: Arc<Entity>,
+    source_id: String,
+    mut pages: mpsc::Receiver<Result<PageEvent, ClientError>>,
+    decoded: mpsc::Sender<Decoded>,
+) {
+    let mut idle: Vec<PageDecoder> = (0..DECODERS_PER_PARTITION)
+        .map(|_| PageDecoder::new(entity.clone(), &source_id))
+        .collect();
+    let mut in_flight: FuturesOrdered<Decoding> = FuturesOrdered::new();
+    let mut upstream_done = false;
+    loop {
+        tokio::select! {
+            biased;
+            Some((returned, message)) = in_flight.next(), if !in_flight.is_empty() => {
+                idle.extend(returned);
+                let failed = matches!(message, Decoded::Failed(_));
+                if decoded.send(message).await.is_err() || failed {
+                    return;
+                }
+            }
+            event = pages.recv(), if !upstream_done && !idle.is_empty() => {
+                let Some(event) = event else {
+                    upstream_done = true;
+                    continue;
+                };
+                in_flight.push_back(decode_one(event, &mut idle));
+            }
+            else => return,
+        }
+    }
+}
+
+fn decode_one(event: Result<PageEvent, ClientError>, idle: &mut Vec<PageDecoder>) -> Decoding {
+    match event {
+        Err(e) => Box::pin(std::future::ready((None, Decoded::Failed(Failure::Api(e))))),
+        Ok(PageEvent::Restarted) => Box::pin(std::future::ready((None, Decoded::Restarted))),
+        Ok(PageEvent::Page(page)) => {
+            let mut decoder = idle.pop().expect("a decoder is idle when a page is taken");
+            let BatchPage {
+                number,
+                items,
+                total_count,
+                body_bytes,
+            } = page;
+            Box::pin(async move {
+                let work = tokio::task::spawn_blocking(move || {
+                    let result = decoder.decode(&items);
+                    (decoder, result)
+                });
+                match work.await {
+                    Ok((decoder, Ok(page))) => (
+                        Some(decoder),
+                        Decoded::Page {
+                            page,
+                            total_count,
+                            body_bytes,
+                        },
+                    ),
+                    Ok((decoder, Err(e))) => (
+                        Some(decoder),
+                        Decoded::Failed(Failure::Other(format!("page {number}: {e}"))),
+                    ),
+                    Err(e) => (
+                        None,
+                        Decoded::Failed(Failure::Other(format!(
+                            "page {number}: decoder failed: {e}"
+                        ))),
+                    ),
+                }
+            })
+        }
+    }
+}
+
 async fn abort_quietly(writer: PartitionWriter) {
     // Nothing of an aborted partition is visible to readers; a failed abort
     // only leaves invisible upload parts behind.
@@ -160,6 +264,19 @@ async fn abort_quietly(writer: PartitionWriter) {
 }
 
 impl Tally {
+    fn add(&mut self, page: &DecodedPage, total_count: Option<u64>, body_bytes: usize) {
+        self.pages += 1;
+        self.json_bytes += body_bytes as u64;
+        if total_count.is_some() {
+            self.total_count = total_count;
+        }
+        for (key, n) in &page.unknown_keys {
+            *self.unknown_keys.entry(key.clone()).or_default() += n;
+        }
+        self.rows += page.batch.num_rows() as u64;
+        self.rejects += page.rejects.len() as u64;
+    }
+
     fn into_counts(self) -> crate::report::PartitionCounts {
         crate::report::PartitionCounts {
             pages: self.pages,
