@@ -330,7 +330,9 @@ impl Runner {
                     *forbidden.lock().expect("not poisoned") = Some(error.clone());
                 }
                 progress.inc(1);
-                progress.set_message(format!("{} rows", self.metrics.rows_written()));
+                let rows = self.metrics.rows_written();
+                let rate = rows as f64 / progress.elapsed().as_secs_f64().max(0.001);
+                progress.set_message(format!("{rows} rows, {rate:.0} rows/s"));
                 Some(report)
             })
             .buffer_unordered(self.config.sync.entity_concurrency)
@@ -415,7 +417,7 @@ fn progress_bar(wanted: bool, total: u64) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} partitions, {msg}, {per_sec}, ETA {eta}",
+            "{elapsed_precise} [{bar:30}] {pos}/{len} partitions, {msg}, ETA {eta}",
         )
         .expect("a valid template")
         .progress_chars("=> "),
