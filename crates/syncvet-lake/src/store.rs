@@ -88,50 +88,26 @@ pub(crate) fn open(config: &LakeConfig) -> Result<OpenedStore, LakeError> {
     }
     let (kind, root) = ObjectStoreScheme::parse(&url).map_err(|e| invalid(e.to_string()))?;
     let retry = retry_config(config);
-    let unknown_option = |key: &str, store: &str| {
-        LakeError::InvalidConfig(format!(
-            "option `{key}` is not an option of the {store} store"
-        ))
-    };
     let store: Arc<dyn ObjectStore> = match kind {
         ObjectStoreScheme::AmazonS3 => {
-            let mut b = AmazonS3Builder::from_env()
+            let b = AmazonS3Builder::from_env()
                 .with_url(url.as_str())
                 .with_retry(retry);
-            for (k, v) in &config.options {
-                let key = k
-                    .to_ascii_lowercase()
-                    .parse()
-                    .map_err(|_| unknown_option(k, "S3"))?;
-                b = b.with_config(key, v);
-            }
-            Arc::new(b.build()?)
+            Arc::new(with_options(b, config, "S3", AmazonS3Builder::with_config)?.build()?)
         }
         ObjectStoreScheme::MicrosoftAzure => {
-            let mut b = MicrosoftAzureBuilder::from_env()
+            let b = MicrosoftAzureBuilder::from_env()
                 .with_url(url.as_str())
                 .with_retry(retry);
-            for (k, v) in &config.options {
-                let key = k
-                    .to_ascii_lowercase()
-                    .parse()
-                    .map_err(|_| unknown_option(k, "Azure"))?;
-                b = b.with_config(key, v);
-            }
-            Arc::new(b.build()?)
+            Arc::new(with_options(b, config, "Azure", MicrosoftAzureBuilder::with_config)?.build()?)
         }
         ObjectStoreScheme::GoogleCloudStorage => {
-            let mut b = GoogleCloudStorageBuilder::from_env()
+            let b = GoogleCloudStorageBuilder::from_env()
                 .with_url(url.as_str())
                 .with_retry(retry);
-            for (k, v) in &config.options {
-                let key = k
-                    .to_ascii_lowercase()
-                    .parse()
-                    .map_err(|_| unknown_option(k, "GCS"))?;
-                b = b.with_config(key, v);
-            }
-            Arc::new(b.build()?)
+            Arc::new(
+                with_options(b, config, "GCS", GoogleCloudStorageBuilder::with_config)?.build()?,
+            )
         }
         _ => return Err(LakeError::UnknownScheme { url: shown, scheme }),
     };
@@ -161,6 +137,25 @@ fn open_local(dir: &std::path::Path) -> Result<OpenedStore, LakeError> {
         local_dir: Some(dir),
         supports_update: false,
     })
+}
+
+/// Applies `[lake.options]` over what the builder read from the environment;
+/// a key the store does not know is a configuration error naming it.
+fn with_options<B, K: std::str::FromStr>(
+    mut builder: B,
+    config: &LakeConfig,
+    store: &str,
+    with_config: impl Fn(B, K, String) -> B,
+) -> Result<B, LakeError> {
+    for (key, value) in &config.options {
+        let parsed = key.to_ascii_lowercase().parse().map_err(|_| {
+            LakeError::InvalidConfig(format!(
+                "option `{key}` is not an option of the {store} store"
+            ))
+        })?;
+        builder = with_config(builder, parsed, value.clone());
+    }
+    Ok(builder)
 }
 
 #[cfg(test)]
