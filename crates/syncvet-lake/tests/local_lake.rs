@@ -185,7 +185,10 @@ async fn a_partition_round_trips_with_its_rejects_and_manifest() {
         .clone();
     let id = meta.row_group(0).column(0);
     assert_eq!(id.column_path().string(), "id");
-    assert!(id.dictionary_page_offset().is_none(), "unique ids are stored plain");
+    assert!(
+        id.dictionary_page_offset().is_none(),
+        "unique ids are stored plain"
+    );
     let col = meta.row_group(0).column(1);
     assert!(matches!(
         col.compression(),
