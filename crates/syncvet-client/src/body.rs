@@ -2,11 +2,13 @@
 //! without copying the records.
 //!
 //! The envelope is parsed with a visitor that looks only at the configured
-//! field names: `items` is borrowed as a `&RawValue` and handed out as a
-//! `Bytes` slice of the body, so a page is never copied or turned into a
-//! `serde_json::Value` here (the model crate decodes the records once).
+//! field names: each record of `items` is borrowed as a `&RawValue`, and the
+//! array is handed out as a `Bytes` slice of the body with every record's
+//! range, so a page is never copied or turned into a `serde_json::Value`
+//! here (the model crate decodes the records once, without scanning again).
 
 use std::fmt;
+use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -65,6 +67,9 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 pub(crate) struct Envelope {
     /// The raw JSON array of records, a slice of the body.
     pub items: Bytes,
+    /// Where each record is in `items`: found by the same parse that checks
+    /// the page, so the decoder need not scan the array again.
+    pub records: Vec<Range<usize>>,
     pub total_count: Option<u64>,
     /// `None` (null, absent or empty) on the last page.
     pub continuation_token: Option<String>,
@@ -94,28 +99,50 @@ pub(crate) fn parse_envelope(
             serde_json::error::Category::Data => EnvelopeError::Protocol(e.to_string()),
             _ => EnvelopeError::Unparsable(e.to_string()),
         })?;
-    let raw = fields.items.ok_or_else(|| {
+    let elements = fields.items.ok_or_else(|| {
         EnvelopeError::Protocol(format!("no `{}` field in the page", names.items))
     })?;
-    let text = raw.get();
-    if !text.starts_with('[') {
-        return Err(EnvelopeError::Protocol(format!(
-            "`{}` is not a JSON array",
-            names.items
-        )));
-    }
-    // RawValue borrows from `body`, so its offset in the body is exact.
-    let start = text.as_ptr() as usize - body.as_ptr() as usize;
+    let (items, records) = locate_records(body, &elements);
     Ok(Envelope {
-        items: body.slice(start..start + text.len()),
+        items,
+        records,
         total_count: fields.total_count,
         continuation_token: fields.continuation_token.filter(|t| !t.is_empty()),
         body_bytes: body.len(),
     })
 }
 
+/// The items array as a slice of `body`, and each record's range in it.
+/// The elements borrow from `body`, so their offsets are exact; JSON allows
+/// only whitespace between `[` and the first element and between the last
+/// element and `]`, so the brackets are found by skipping it.
+fn locate_records(body: &Bytes, elements: &[&RawValue]) -> (Bytes, Vec<Range<usize>>) {
+    let (Some(first), Some(last)) = (elements.first(), elements.last()) else {
+        return (Bytes::from_static(b"[]"), Vec::new());
+    };
+    let offset = |raw: &RawValue| raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    let is_space = |b: &u8| b.is_ascii_whitespace();
+    let open = offset(first)
+        - body[..offset(first)]
+            .iter()
+            .rev()
+            .take_while(|b| is_space(b))
+            .count()
+        - 1;
+    let last_end = offset(last) + last.get().len();
+    let close = last_end + body[last_end..].iter().take_while(|b| is_space(b)).count();
+    let records = elements
+        .iter()
+        .map(|raw| {
+            let start = offset(raw) - open;
+            start..start + raw.get().len()
+        })
+        .collect();
+    (body.slice(open..=close), records)
+}
+
 struct EnvelopeFields<'a> {
-    items: Option<&'a RawValue>,
+    items: Option<Vec<&'a RawValue>>,
     total_count: Option<u64>,
     continuation_token: Option<String>,
 }
@@ -238,6 +265,29 @@ mod tests {
         assert_eq!(&body[offset..offset + env.items.len()], &env.items[..]);
         assert_eq!(env.total_count, Some(2));
         assert_eq!(env.continuation_token.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn each_record_is_located_within_the_items_whatever_the_whitespace() {
+        let body = Bytes::from_static(
+            b"{\"items\" : [ \n {\"id\":\"a\",\"n\":[1,{\"x\":\"]\"}]} ,\t{\"id\":\"b\"}\r\n ] ,\"totalCount\":2}",
+        );
+        let env = parse_envelope(&body, &names()).unwrap();
+        assert_eq!(
+            &env.items[..],
+            b"[ \n {\"id\":\"a\",\"n\":[1,{\"x\":\"]\"}]} ,\t{\"id\":\"b\"}\r\n ]"
+        );
+        let records: Vec<&[u8]> = env.records.iter().map(|r| &env.items[r.clone()]).collect();
+        assert_eq!(
+            records,
+            [
+                &br#"{"id":"a","n":[1,{"x":"]"}]}"#[..],
+                &br#"{"id":"b"}"#[..]
+            ]
+        );
+        let one = parse_envelope(&Bytes::from_static(br#"{"items":[7]}"#), &names()).unwrap();
+        assert_eq!(&one.items[..], b"[7]");
+        assert_eq!(one.records.first(), Some(&(1..2)));
     }
 
     #[test]

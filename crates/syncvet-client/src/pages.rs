@@ -44,6 +44,9 @@ pub struct BatchPage {
     /// The raw JSON text of the envelope's items array (`[...]`): a
     /// zero-copy slice of the response body.
     pub items: Bytes,
+    /// The byte range of each record in `items`, in order (the envelope
+    /// parse finds them while it checks the page is whole JSON).
+    pub records: Vec<std::ops::Range<usize>>,
     /// Records in the whole batch, when the API says.
     pub total_count: Option<u64>,
     /// Size of the whole response body, in bytes.
@@ -158,6 +161,7 @@ impl PageStream {
                 let page = BatchPage {
                     number: self.next_number,
                     items: envelope.items,
+                    records: envelope.records,
                     total_count: envelope.total_count,
                     body_bytes: envelope.body_bytes,
                 };

@@ -380,6 +380,36 @@ fn every_entity_round_trips_generated_records() {
     }
 }
 
+#[test]
+fn records_located_by_the_client_decode_like_the_whole_array() {
+    let catalog = Catalog::embedded();
+    let entity = catalog.entity("patients").unwrap().clone();
+    let generated = generate_records(&entity, "p-1", 50, 7);
+    let items = page(&generated.records);
+    let text = std::str::from_utf8(&items).unwrap();
+    let mut ranges = Vec::new();
+    let mut from = 0;
+    for record in &generated.records {
+        let start = from + text[from..].find(record.as_str()).unwrap();
+        ranges.push(start..start + record.len());
+        from = start + record.len();
+    }
+    let whole = PageDecoder::new(entity.clone(), "p-1")
+        .decode(&items)
+        .unwrap();
+    let located = PageDecoder::new(entity.clone(), "p-1")
+        .decode_records(&items, &ranges)
+        .unwrap();
+    assert_eq!(located.batch, whole.batch);
+    assert_eq!(located.batch.num_rows(), 50);
+
+    let outside = 0..items.len() + 1;
+    let err = PageDecoder::new(entity, "p-1")
+        .decode_records(&items, std::slice::from_ref(&outside))
+        .unwrap_err();
+    assert!(err.to_string().contains("not within"), "{err}");
+}
+
 /// An entity with one field of every type, from a user catalog folder.
 fn all_types() -> Arc<Entity> {
     let dir = tempfile::tempdir().unwrap();

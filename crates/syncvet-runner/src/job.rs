@@ -224,12 +224,13 @@ fn decode_one(event: Result<PageEvent, ClientError>, idle: &mut Vec<PageDecoder>
             let BatchPage {
                 number,
                 items,
+                records,
                 total_count,
                 body_bytes,
             } = page;
             Box::pin(async move {
                 let work = tokio::task::spawn_blocking(move || {
-                    let result = decoder.decode(&items);
+                    let result = decoder.decode_records(&items, &records);
                     (decoder, result)
                 });
                 match work.await {

