@@ -57,26 +57,33 @@ impl Runner {
     /// the lake and builds the client; `shard` divides the rate budget.
     pub async fn start(mut config: Config, shard: Option<Shard>) -> Result<Runner, RunnerError> {
         let catalog = Catalog::load(config.sync.catalog_dir.as_deref())?;
-        // Opened first: a bad lake URL is a configuration error, found before any work starts.
+        // Everything that can be wrong with the configuration is found
+        // before anything is written or started: the secret, then the lake
+        // URL (opening a local lake creates its folder).
+        let secret = match config.emulator.enabled {
+            true => None,
+            false => Some(config.api.resolve_secret()?),
+        };
         let lake = Lake::open(&config.lake)?;
-        let (emulator, secret) = if config.emulator.enabled {
-            let settings = config.emulator.settings.clone();
-            let emulator = RunningEmulator::start(settings.clone(), config.emulator.port)
-                .await
-                .map_err(|source| RunnerError::Io {
-                    what: "starting the embedded emulator".into(),
-                    source,
-                })?;
-            info!(url = %emulator.url(), "embedded emulator listening");
-            config.api.base_url = emulator.base_url();
-            config.api.token_url = emulator.token_url();
-            config.api.client_id = settings.client_id.clone();
-            config.api.client_secret = Some(Secret::new(settings.client_secret.clone()));
-            config.api.client_secret_env = None;
-            config.api.client_secret_file = None;
-            (Some(emulator), Secret::new(settings.client_secret.clone()))
-        } else {
-            (None, config.api.resolve_secret()?)
+        let (emulator, secret) = match secret {
+            Some(secret) => (None, secret),
+            None => {
+                let settings = config.emulator.settings.clone();
+                let emulator = RunningEmulator::start(settings.clone(), config.emulator.port)
+                    .await
+                    .map_err(|source| RunnerError::Io {
+                        what: "starting the embedded emulator".into(),
+                        source,
+                    })?;
+                info!(url = %emulator.url(), "embedded emulator listening");
+                config.api.base_url = emulator.base_url();
+                config.api.token_url = emulator.token_url();
+                config.api.client_id = settings.client_id.clone();
+                config.api.client_secret = Some(Secret::new(settings.client_secret.clone()));
+                config.api.client_secret_env = None;
+                config.api.client_secret_file = None;
+                (Some(emulator), Secret::new(settings.client_secret))
+            }
         };
         if let Some(shard) = shard {
             config.api.rate.requests_per_sec /= f64::from(shard.count);
