@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use syncvet_model::{Entity, SourceType};
 
 use crate::files::{join, relative};
@@ -135,14 +135,7 @@ impl Lake {
     ) -> Result<Vec<String>, LakeError> {
         let mut out = Vec::new();
         for folder in [key.path(), key.quarantine_path()] {
-            let prefix = self.location(&folder);
-            let metas: Vec<_> = self
-                .inner
-                .opened
-                .store
-                .list(Some(&prefix))
-                .try_collect()
-                .await?;
+            let metas = self.list(&folder).await?;
             out.extend(metas.iter().map(|m| self.relative(&m.location)));
         }
         out.sort();
@@ -185,16 +178,21 @@ impl Lake {
         }
     }
 
-    /// The run id of the most recently stored report (by store time, then name).
-    pub async fn latest_run_id(&self) -> Result<Option<String>, LakeError> {
-        let prefix = self.location(RUNS_DIR);
-        let metas: Vec<_> = self
+    /// Every object under `folder` (relative to the root).
+    async fn list(&self, folder: &str) -> Result<Vec<ObjectMeta>, LakeError> {
+        let prefix = self.location(folder);
+        Ok(self
             .inner
             .opened
             .store
             .list(Some(&prefix))
             .try_collect()
-            .await?;
+            .await?)
+    }
+
+    /// The run id of the most recently stored report (by store time, then name).
+    pub async fn latest_run_id(&self) -> Result<Option<String>, LakeError> {
+        let metas = self.list(RUNS_DIR).await?;
         Ok(metas
             .iter()
             .filter_map(|m| {

@@ -483,7 +483,8 @@ impl Target {
                 }
             }
             if let Some(dir) = &self.lake.inner.opened.local_dir {
-                remove_local_staging(&dir.join(&folder));
+                let ttl = Duration::from_secs(self.lake.inner.config.commit_claim_ttl_secs);
+                remove_local_staging(&dir.join(&folder), ttl);
             }
         }
     }
@@ -491,7 +492,10 @@ impl Target {
 
 /// object_store's local staging files are `name#N`; a crashed process
 /// leaves them behind. They match no `*.parquet` glob, but take space.
-fn remove_local_staging(dir: &std::path::Path) {
+/// Only those untouched for `older_than` go: a younger one may belong to a
+/// writer racing on this partition right now, which must then lose on the
+/// claim, not on a file pulled from under it.
+fn remove_local_staging(dir: &std::path::Path, older_than: Duration) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -501,7 +505,13 @@ fn remove_local_staging(dir: &std::path::Path) {
         let staging = name
             .rsplit_once('#')
             .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        if staging {
+        let idle = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|idle| idle >= older_than);
+        if staging && idle {
             let _ = std::fs::remove_file(entry.path());
         }
     }
