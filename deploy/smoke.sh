@@ -97,9 +97,11 @@ check_lake "$WORK/lake" "systemd config"
 
 say "systemd config: daemon serves /healthz and /metrics, SIGTERM exits 130"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+# sync.catch_up_days = 1: the daemon's start-up sync covers one date only
+# (yesterday), the smallest catch-up, to keep the smoke test short.
 env "${API_ENV[@]}" SYNCVET_ETL__API__CLIENT_SECRET_FILE="$WORK/credentials/client-secret" \
     SYNCVET_ETL__LAKE__URL="$WORK/lake" SYNCVET_ETL__DAEMON__LISTEN="127.0.0.1:$PORT" \
-    SYNCVET_ETL__SCHEDULE__CATCH_UP_DAYS=0 \
+    SYNCVET_ETL__SYNC__CATCH_UP_DAYS=1 \
     "$BIN" --config "$DEPLOY/systemd/config.toml" daemon >"$WORK/daemon.out" 2>"$WORK/daemon.err" &
 DAEMON=$!
 PIDS+=("$DAEMON")

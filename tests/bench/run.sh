@@ -4,6 +4,8 @@
 #   tests/bench/run.sh            end to end (100k, 1M) and the fleet
 #   tests/bench/run.sh e2e        end to end only: emulator -> run -> Parquet, `patients`
 #   tests/bench/run.sh fleet      500 sources x all entities under a hidden 50 req/s limit
+#   tests/bench/run.sh limits     every gateway limit kind, the client told 5x and told nothing
+#   tests/bench/run.sh pagesize   a night under a request-rate limit, pages of 1000 vs 5000
 #
 # Release binaries; the emulator runs as its own process so its CPU is
 # measured apart from the ETL's (from /proc, before and after).
@@ -81,14 +83,11 @@ print(f"e2e patients rows={rows} json={json_bytes/1e6:.0f}MB wall={wall:.2f}s "
 PY
 }
 
-fleet() {
-    # The client is told nothing: config/default.toml without its [api.rate]
-    # section (which tunes the rate for the demo emulator), so the governor
-    # starts from the crate defaults. SYNCVET_ETL__API__RATE__* variables in
-    # the caller's environment still apply (SLOW_START_FACTOR=1 with
-    # INCREASE_FRACTION=0 is the governor as it was before slow start).
-    local lake="$WORK/lake-fleet" limit=50
-    python3 - "$REPO/config/default.toml" >"$WORK/fleet.toml" <<'PY'
+# untold_config OUT: config/default.toml without its [api.rate] section
+# (which tunes the rate for the demo emulator), so the governor starts from
+# the crate defaults: the client told nothing.
+untold_config() {
+    python3 - "$REPO/config/default.toml" >"$1" <<'PY'
 import sys
 skip = False
 for line in open(sys.argv[1]):
@@ -97,6 +96,97 @@ for line in open(sys.argv[1]):
     if not skip:
         print(line, end="")
 PY
+}
+
+# limit_run NAME SUSTAINABLE_RPS TOLD(5x|nothing) EMULATOR_FLAGS...: one real-time
+# run of `syncvet-etl backfill` (54 sources x 13 entities x 3 dates, ~2,100
+# requests) against a limit; prints one table row.
+limit_run() {
+    local name="$1" rps="$2" told="$3"; shift 3
+    local lake="$WORK/lake-limits-$RANDOM"
+    untold_config "$WORK/untold.toml"
+    start_emulator --pims-sources 54 --supplier-sources 0 --rows-per-day 100 "$@"
+    BENCH_ENV=(SYNCVET_ETL__SYNC__CONCURRENCY=16)
+    if [ "$told" = exactly ]; then
+        # The ceiling for a cap on requests in flight: a client that knows it.
+        BENCH_ENV+=(SYNCVET_ETL__API__RATE__REQUESTS_PER_SEC=1000 SYNCVET_ETL__API__RATE__ADAPTIVE=false
+            SYNCVET_ETL__API__RATE__MAX_IN_FLIGHT=4)
+    elif [ "$told" = 5x ]; then
+        BENCH_ENV+=("SYNCVET_ETL__API__RATE__REQUESTS_PER_SEC=$(python3 -c "print(5 * $rps)")")
+        case " $* " in *" --max-concurrent-requests "*)
+            BENCH_ENV+=("SYNCVET_ETL__API__RATE__MAX_IN_FLIGHT=20") ;;
+        esac
+    fi
+    ETL_CONFIG="$WORK/untold.toml" run_etl "$lake" backfill --from 2026-11-25 --to "$DATE"
+    curl -s "$EMU_URL/__admin/stats" >"$WORK/stats.json"
+    stop_emulator
+    python3 - "$WORK/stats.json" "$rps" "$(time_field 'Elapsed (wall clock) time (h:mm:ss or m:ss)')" "$name" "$told" <<'PY'
+import json, sys
+stats = json.load(open(sys.argv[1]))
+rps = float(sys.argv[2])
+parts = [float(x) for x in sys.argv[3].split(":")]
+wall = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+requests = sum(stats["by_status"].values())
+limited = stats["by_status"].get("429", 0)
+useful = requests - limited - stats["tokens_issued"]
+print(f"| {sys.argv[4]} | told {sys.argv[5]} | {requests} | {wall:.1} s | {useful / wall / rps * 100:.1}% | "
+      f"{limited} ({limited / requests * 100:.2f}%) | {stats['early_retries']} |", flush=True)
+PY
+}
+
+limits() {
+    echo "| limit | client | requests | wall | of the sustainable rate | 429 | early |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    # The runs are paced by their limits, not by CPU: each wave runs side
+    # by side, each run with its own emulator and work folder.
+    local told row
+    for told in 5x nothing; do
+        for row in "bucket 20 rps, burst 1|20|--rate-limit-rps 20 --burst 1 --retry-after-secs 1" \
+            "bucket 20 rps, burst 5|20|--rate-limit-rps 20 --burst 5 --retry-after-secs 1" \
+            "bucket 20 rps, burst 50|20|--rate-limit-rps 20 --burst 50 --retry-after-secs 1" \
+            "fixed window 600 / 60 s|10|--window-calls 600 --window-secs 60" \
+            "sliding window 600 / 60 s|10|--window-calls 600 --window-secs 60 --window-sliding" \
+            "4 in flight, 50 ms each|78.4|--max-concurrent-requests 4 --latency-ms 50 --retry-after-secs 1"; do
+            IFS='|' read -r name rps flags <<<"$row"
+            # shellcheck disable=SC2086 # the flags are words
+            (WORK="$(mktemp -d)"; limit_run "$name" "$rps" "$told" $flags >"$WORK.row" 2>&1; cat "$WORK.row") &
+        done
+        wait
+    done
+    limit_run "4 in flight, 50 ms each" 78.4 exactly --max-concurrent-requests 4 --latency-ms 50 --retry-after-secs 1
+}
+
+# A night of 500 sources under a hidden 20 req/s limit, at pages of 1000
+# and of 5000 records (rows_per_day 2000: the big practices need pages).
+pagesize() {
+    for size in 1000 5000; do
+        local lake="$WORK/lake-pages-$size"
+        untold_config "$WORK/untold.toml"
+        start_emulator --pims-sources 100 --supplier-sources 0 --rows-per-day 2000 --rate-limit-rps 20 --burst 20
+        BENCH_ENV=(SYNCVET_ETL__SYNC__CONCURRENCY=16 "SYNCVET_ETL__API__PAGE_SIZE=$size")
+        ETL_CONFIG="$WORK/untold.toml" run_etl "$lake" run --date "$DATE"
+        curl -s "$EMU_URL/__admin/stats" >"$WORK/stats.json"
+        stop_emulator
+        python3 - "$WORK/stats.json" "$(time_field 'Elapsed (wall clock) time (h:mm:ss or m:ss)')" "$size" \
+            "$(time_field 'Maximum resident set size (kbytes)')" <<'PY'
+import json, sys
+stats = json.load(open(sys.argv[1]))
+parts = [float(x) for x in sys.argv[2].split(":")]
+wall = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+print(f"page size {sys.argv[3]}: {sum(stats['by_status'].values())} requests, "
+      f"{stats['records_served']} records, wall {wall:.1f}s, peak RSS {int(sys.argv[4]) / 1024:.0f} MB")
+PY
+    done
+}
+
+fleet() {
+    # The client is told nothing: config/default.toml without its [api.rate]
+    # section (which tunes the rate for the demo emulator), so the governor
+    # starts from the crate defaults. SYNCVET_ETL__API__RATE__* variables in
+    # the caller's environment still apply (SLOW_START_FACTOR=1 with
+    # INCREASE_FRACTION=0 is the governor as it was before slow start).
+    local lake="$WORK/lake-fleet" limit=50
+    untold_config "$WORK/fleet.toml"
     start_emulator --pims-sources 470 --supplier-sources 30 --rows-per-day 200 --rate-limit-rps "$limit" --burst "$limit"
     BENCH_ENV=(SYNCVET_ETL__SYNC__CONCURRENCY=32 "RUST_LOG=warn,syncvet_client::rate=debug")
     local started; started="$(date +%s.%N)"
@@ -143,6 +233,8 @@ PY
 case "$WHAT" in
     e2e) e2e 100000; e2e 1000000 ;;
     fleet) fleet ;;
-    all) e2e 100000; e2e 1000000; fleet ;;
-    *) echo "usage: $0 [e2e|fleet]" >&2; exit 2 ;;
+    limits) limits ;;
+    pagesize) pagesize ;;
+    all) e2e 100000; e2e 1000000; fleet; pagesize; limits ;;
+    *) echo "usage: $0 [e2e|fleet|limits|pagesize]" >&2; exit 2 ;;
 esac

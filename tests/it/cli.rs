@@ -1,7 +1,9 @@
 //! Issue 5: the binary as a platform engineer runs it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
 
 use syncvet_e2e::{
     Etl, Listing, Store, TestEmulator, Truth, assert_lake_matches, dates, latest_report,
@@ -36,52 +38,166 @@ fn default_run_lands_every_partition_with_the_emulators_counts() {
         .args(["run"]);
     let out = etl.run();
     out.expect_code(0);
+    assert_plain_log(&out.stderr);
 
-    // No --date: yesterday in each source's time zone, so the dates come
-    // from the lake; every (source, entity) must be there exactly once.
+    // No --date: the last `sync.catch_up_days` dates up to yesterday in
+    // each source's time zone, so the dates come from the lake; every
+    // (source, entity) must have exactly that many consecutive dates.
     let settings = etl.emulator_settings();
+    let days = syncvet_runner::Config::load(None, Default::default())
+        .expect("the embedded default loads")
+        .sync
+        .catch_up_days;
     let listing = Listing::of(&lake.url);
-    let today = chrono::Utc::now().date_naive();
+    let today = Utc::now().date_naive();
     let mut truth = Truth {
         totals: Default::default(),
     };
-    let mut pairs = BTreeSet::new();
+    let mut pairs: BTreeMap<(String, String), BTreeSet<NaiveDate>> = BTreeMap::new();
     for path in listing.partitions() {
         let parts: Vec<&str> = path.split('/').collect();
         let id = parts[2].split_once('=').expect("key=value").1;
-        let date: chrono::NaiveDate = parts[3]
+        let date: NaiveDate = parts[3]
             .strip_prefix("batch_date=")
             .expect("a date")
             .parse()
             .expect("a date");
-        assert!(
-            date < today && date >= today - chrono::Days::new(2),
-            "{path}: not yesterday"
-        );
-        assert!(
-            pairs.insert((parts[1].to_owned(), id.to_owned())),
-            "{path}: a second date for the same source"
-        );
+        pairs
+            .entry((parts[1].to_owned(), id.to_owned()))
+            .or_default()
+            .insert(date);
         truth.totals.insert(
             path.clone(),
             syncvet_emulator::record_count(&settings, id, parts[1], date),
+        );
+    }
+    for ((entity, id), dates) in &pairs {
+        let (first, last) = (*dates.first().unwrap(), *dates.last().unwrap());
+        // Yesterday somewhere between UTC-12 and UTC+14.
+        assert!(
+            last <= today && last >= today - Days::new(2),
+            "{entity} {id}: the latest date {last} is not yesterday"
+        );
+        assert_eq!(
+            (dates.len() as u32, (last - first).num_days()),
+            (days, i64::from(days) - 1),
+            "{entity} {id}: not the last {days} consecutive dates: {dates:?}"
         );
     }
     let catalog = Catalog::embedded();
     let expected_pairs: usize = settings.pims_sources as usize
         * catalog.for_source(SourceType::Pims).count()
         + settings.supplier_sources as usize * catalog.for_source(SourceType::Supplier).count();
-    assert_eq!(pairs.len(), expected_pairs, "every source × entity once");
+    assert_eq!(pairs.len(), expected_pairs, "every source × entity");
 
     let reading = assert_lake_matches(&lake.url, &truth);
     let rows: u64 = reading.data().values().map(|(rows, _)| rows).sum();
     let (committed, failed, summary_rows, _) = summary_totals(&out.stdout);
     assert_eq!(
         (committed, failed, summary_rows),
-        (expected_pairs as u64, 0, rows),
+        (expected_pairs as u64 * u64::from(days), 0, rows),
         "summary:\n{}",
         out.stdout
     );
+}
+
+/// Human-format logs on a pipe (journald, `kubectl logs`, a file) are plain
+/// text: no ANSI colour codes, yet the log lines are there.
+fn assert_plain_log(stderr: &str) {
+    assert!(
+        !stderr.contains("\x1b["),
+        "colour codes in a piped log:\n{}",
+        syncvet_e2e::tail(stderr, 10)
+    );
+    assert!(
+        stderr.contains(" INFO ") && stderr.contains("run planned"),
+        "no human-format log lines:\n{}",
+        syncvet_e2e::tail(stderr, 10)
+    );
+}
+
+/// A nightly job that missed nights: the lake holds some of the last
+/// `sync.catch_up_days` dates, and `run` without `--date` lands exactly the
+/// others, in each source's time zone.
+#[test]
+fn run_without_date_lands_exactly_the_missed_nights() {
+    let lake = Store::File.lake("catch-up");
+    let days = 4;
+    let etl = Etl::new(&lake.url)
+        .emu("pims_sources", 3)
+        .emu("supplier_sources", 1)
+        .emu("rows_per_day", 10)
+        .env("SYNCVET_ETL__SYNC__CATCH_UP_DAYS", days)
+        .env("SYNCVET_ETL__SYNC__ENTITIES", "patients,supplier_products");
+    // Two nights landed, UTC today - 4 and - 3: whatever a source's time
+    // zone, one or both are in its window and at least one date is missing.
+    let today = Utc::now().date_naive();
+    let (from, to) = (today - Days::new(4), today - Days::new(3));
+    etl.clone()
+        .args([
+            "backfill",
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+        ])
+        .run()
+        .expect_code(0);
+    let before = Listing::of(&lake.url).partitions();
+    assert_eq!(before.len(), 2 * 4, "2 dates x 4 sources");
+
+    let out = etl.clone().args(["run"]).run();
+    out.expect_code(0);
+    assert_plain_log(&out.stderr);
+
+    // The window, from the run's own clock: the last `days` dates up to
+    // yesterday in each source's time zone.
+    let report = latest_report(&lake.url);
+    assert_eq!(report["command"], "run");
+    let started: DateTime<Utc> = report["started_at"]
+        .as_str()
+        .expect("a start time")
+        .parse()
+        .expect("RFC 3339");
+    let mut window = BTreeSet::new();
+    for practice in syncvet_emulator::sources(&etl.emulator_settings()) {
+        let tz: chrono_tz::Tz = practice.time_zone.parse().expect("an IANA zone");
+        let entity = match practice.source_type {
+            SourceType::Pims => "patients",
+            SourceType::Supplier => "supplier_products",
+        };
+        let yesterday = started.with_timezone(&tz).date_naive() - Days::new(1);
+        for back in 0..days {
+            let date = yesterday - Days::new(back);
+            window.insert(partition_path(
+                practice.source_type,
+                entity,
+                &practice.id,
+                date,
+            ));
+        }
+    }
+    let missing: BTreeSet<String> = window.difference(&before).cloned().collect();
+    assert!(!missing.is_empty() && missing.len() < window.len());
+    assert_eq!(
+        report_partitions(&report, "committed"),
+        missing,
+        "exactly the missing dates are landed"
+    );
+    assert_eq!(
+        report["partitions"].as_array().map(Vec::len),
+        Some(missing.len()),
+        "and nothing else is attempted"
+    );
+    assert_eq!(
+        report["skipped"],
+        window.intersection(&before).count() as u64,
+        "the dates already in the lake are skipped"
+    );
+    let after = Listing::of(&lake.url);
+    after.assert_consistent();
+    let expected: BTreeSet<String> = before.union(&window).cloned().collect();
+    assert_eq!(after.partitions(), expected);
 }
 
 /// A backfill of 7 days × 20 sources, its no-op re-run and its `--force` re-run.
@@ -405,6 +521,11 @@ fn misconfiguration_exits_1_with_one_line_naming_the_key() {
             Etl::new(&lake_url).env("SYNCVET_ETL__SCHEDULE__TIMEZONE", "Mars/Base"),
             &["schedule.timezone"],
         ),
+        (
+            "moved key",
+            Etl::new(&lake_url).env("SYNCVET_ETL__SCHEDULE__CATCH_UP_DAYS", 7),
+            &["`schedule.catch_up_days` moved to `sync.catch_up_days`"],
+        ),
     ];
     let mut failures = Vec::new();
     for (name, etl, needles) in cases {
@@ -426,4 +547,38 @@ fn misconfiguration_exits_1_with_one_line_naming_the_key() {
         "nothing written before the config was checked"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+/// `validate` follows a continuation token, and names the config key when
+/// the server ignores the parameter it is sent under.
+#[test]
+fn validate_names_a_continuation_parameter_the_server_ignores() {
+    let lake = Store::File.lake("validate");
+    let etl = Etl::new(&lake.url)
+        .emu("pims_sources", 1)
+        .emu("supplier_sources", 0)
+        .emu("rows_per_day", 50);
+    let out = etl.clone().args(["validate"]).run();
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("(continuation)")
+            && out.stdout.contains("the continuation token is followed"),
+        "{}",
+        out.stdout
+    );
+    let out = etl
+        .env(
+            "SYNCVET_ETL__API__PARAMS__CONTINUATION_TOKEN",
+            "continuation",
+        )
+        .args(["validate"])
+        .run();
+    out.expect_code(1);
+    assert!(
+        out.stdout.contains("FAIL  (continuation)")
+            && out.stdout.contains("`continuation`")
+            && out.stdout.contains("api.params.continuation_token"),
+        "{}",
+        out.stdout
+    );
 }

@@ -14,10 +14,10 @@ use rand::Rng;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::body::{error_chain, read_body};
+use crate::body::{describe_non_json, error_chain, read_body};
 use crate::config::{ApiConfig, RetryConfig, Secret};
 use crate::error::ClientError;
-use crate::retry::{Backoff, parse_retry_after};
+use crate::retry::{Backoff, parse_retry_after, sleep_within};
 
 /// Token responses are small; anything bigger is not a token.
 const MAX_TOKEN_BODY_BYTES: u64 = 256 * 1024;
@@ -102,8 +102,12 @@ impl TokenCache {
         self.current.lock().expect("poisoned").clone()
     }
 
-    /// The current token, fetching a new one when it is due.
-    pub(crate) async fn get(&self) -> Result<Arc<CachedToken>, ClientError> {
+    /// The current token, fetching a new one when it is due; no retry of
+    /// the token request waits past `deadline`.
+    pub(crate) async fn get(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<CachedToken>, ClientError> {
         let now = Instant::now();
         if let Some(token) = self.cached().filter(|t| t.is_fresh(now)) {
             return Ok(token);
@@ -122,7 +126,7 @@ impl TokenCache {
         if let Some(token) = self.cached().filter(|t| t.is_fresh(Instant::now())) {
             return Ok(token);
         }
-        let token = Arc::new(self.fetch().await?);
+        let token = Arc::new(self.fetch(deadline).await?);
         *self.current.lock().expect("poisoned") = Some(token.clone());
         Ok(token)
     }
@@ -136,7 +140,7 @@ impl TokenCache {
     }
 
     /// One token request, retried on transient failures.
-    async fn fetch(&self) -> Result<CachedToken, ClientError> {
+    async fn fetch(&self, deadline: Option<Instant>) -> Result<CachedToken, ClientError> {
         let mut backoff = Backoff::new(&self.retry);
         let mut attempt = 0;
         loop {
@@ -160,7 +164,7 @@ impl TokenCache {
                 failure,
                 "token request failed, retrying"
             );
-            tokio::time::sleep(delay).await;
+            sleep_within(deadline, delay, "backing off before a token request").await?;
         }
     }
 
@@ -183,15 +187,25 @@ impl TokenCache {
             .await
             .map_err(|e| (error_chain(&e), None))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &http::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header(http::header::RETRY_AFTER)
+            .and_then(|v| parse_retry_after(&v, SystemTime::now()));
+        let content_type = header(http::header::CONTENT_TYPE);
         let body = read_body(response, MAX_TOKEN_BODY_BYTES)
             .await
             .map_err(|e| (format!("reading the token response: {e:?}"), None))?;
         if status.is_success() {
+            if let Some(what) = describe_non_json(content_type.as_deref(), &body) {
+                return Ok(Err(ClientError::Auth {
+                    message: format!("token endpoint sent {what}"),
+                }));
+            }
             return serde_json::from_slice::<TokenResponse>(&body)
                 .map(Ok)
                 .map_err(|e| (format!("unparsable token response: {e}"), None));

@@ -225,6 +225,25 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
+/// Says what a 200 body is when it is not JSON at all (an HTML sign-in page
+/// from a proxy, say): its content type and first bytes. A body cut short
+/// still starts as JSON and is left to the envelope parse (and a retry).
+pub(crate) fn describe_non_json(content_type: Option<&str>, body: &[u8]) -> Option<String> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if matches!(first, b'{' | b'[') {
+        return None;
+    }
+    let head: String = String::from_utf8_lossy(&body[..body.len().min(120)])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    Some(format!(
+        "a 200 answer that is not JSON (Content-Type: {}), starting `{}`",
+        content_type.unwrap_or("none"),
+        head.trim()
+    ))
+}
+
 /// The code and message of an error body, when it has them.
 pub(crate) fn parse_error_body(body: &[u8], names: &EnvelopeConfig) -> (Option<String>, String) {
     let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
@@ -329,6 +348,25 @@ mod tests {
             parse_envelope(&bad_count, &names()),
             Err(EnvelopeError::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn a_sign_in_page_is_named_by_its_content_type_and_first_bytes() {
+        let page = b"\n <!DOCTYPE html><html><head><title>Sign in</title></head>\n<body>";
+        let text = describe_non_json(Some("text/html; charset=utf-8"), page).unwrap();
+        assert!(
+            text.contains("Content-Type: text/html; charset=utf-8"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`<!DOCTYPE html><html><head><title>Sign in"),
+            "{text}"
+        );
+        assert_eq!(
+            describe_non_json(Some("application/json"), br#" {"items":[]"#),
+            None
+        );
+        assert_eq!(describe_non_json(None, b""), None);
     }
 
     #[test]

@@ -7,15 +7,19 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::auth::TokenCache;
+use bytes::Bytes;
+
 use crate::body::{
-    BodyError, Envelope, EnvelopeError, error_chain, parse_envelope, parse_error_body, read_body,
+    BodyError, Envelope, EnvelopeError, describe_non_json, error_chain, parse_envelope,
+    parse_error_body, read_body,
 };
-use crate::config::{ApiConfig, Secret};
+use crate::config::{ApiConfig, EnvelopeConfig, Secret};
 use crate::error::ClientError;
 use crate::metrics::{Metrics, MetricsSnapshot, StreamStats};
+use crate::page_size::PageSizer;
 use crate::pages::{PageStream, Practice, Target};
 use crate::rate::RateGovernor;
-use crate::retry::{Backoff, parse_retry_after};
+use crate::retry::{Backoff, parse_retry_after, sleep_within};
 
 /// The SyncVet Consumer API client. Cheap to clone: every clone shares one
 /// token cache, one rate governor and one set of metrics (the API's limit
@@ -32,6 +36,7 @@ struct Inner {
     http: reqwest::Client,
     tokens: TokenCache,
     governor: RateGovernor,
+    page_sizer: PageSizer,
     metrics: Metrics,
 }
 
@@ -45,15 +50,41 @@ impl std::fmt::Debug for ApiClient {
     }
 }
 
-/// How one failed attempt is handled.
-enum Failure {
-    /// Worth another attempt after backoff (or at least Retry-After).
+/// One HTTP answer, its body read in full (within `api.max_body_bytes`).
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    content_type: Option<String>,
+    body: Bytes,
+}
+
+/// What one attempt calls for: the pure reading of an answer (or of a
+/// transport failure) that `get_page`'s loop acts on.
+enum Step {
+    /// A page.
+    Page(Envelope),
+    /// 400 ContinuationTokenExpired: the chain must start over.
+    ContinuationExpired,
+    /// 202: the batch is not ready; poll again (Retry-After, if any).
+    NotReady(Option<Duration>),
+    /// 401: the token was refused.
+    Unauthorized,
+    /// 429: every worker pauses (Retry-After, if any).
+    RateLimited(Option<Duration>),
+    /// Worth another attempt after backoff (a Retry-After is a floor).
     Transient {
         what: String,
         retry_after: Option<Duration>,
     },
     /// Final.
     Fatal(ClientError),
+}
+
+/// What `get_page` got.
+pub(crate) enum Fetched {
+    Page(Envelope),
+    /// The continuation token expired: read the batch again from page 0.
+    ContinuationExpired,
 }
 
 impl ApiClient {
@@ -81,6 +112,7 @@ impl ApiClient {
             inner: Arc::new(Inner {
                 tokens: TokenCache::new(http.clone(), config, secret),
                 governor: RateGovernor::new(&config.rate),
+                page_sizer: PageSizer::new(config.page_size),
                 metrics: Metrics::default(),
                 config: config.clone(),
                 base_url,
@@ -99,7 +131,7 @@ impl ApiClient {
 
     /// Fetches a token now: checks the credentials before any work.
     pub async fn check_auth(&self) -> Result<(), ClientError> {
-        self.inner.tokens.get().await.map(drop)
+        self.inner.tokens.get(self.deadline).await.map(drop)
     }
 
     /// Every data source this consumer may read (all pages).
@@ -135,33 +167,21 @@ impl ApiClient {
 
     /// Process-wide counters (all clones).
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.inner.metrics.snapshot(
-            self.inner.governor.current_rate(),
-            self.inner.tokens.fetched(),
-        )
+        self.inner
+            .metrics
+            .snapshot(self.inner.governor.settings(), self.inner.tokens.fetched())
     }
 
     pub(crate) fn config(&self) -> &ApiConfig {
         &self.inner.config
     }
 
+    pub(crate) fn page_sizer(&self) -> &PageSizer {
+        &self.inner.page_sizer
+    }
+
     pub(crate) fn base_url(&self) -> &reqwest::Url {
         &self.inner.base_url
-    }
-
-    fn deadline_error(during: &str) -> ClientError {
-        ClientError::DeadlineExceeded {
-            during: during.to_string(),
-        }
-    }
-
-    /// Sleeps unless that would end past the deadline.
-    async fn wait(&self, delay: Duration, during: &str) -> Result<(), ClientError> {
-        if self.deadline.is_some_and(|d| Instant::now() + delay > d) {
-            return Err(Self::deadline_error(during));
-        }
-        tokio::time::sleep(delay).await;
-        Ok(())
     }
 
     async fn before_deadline<F: Future>(
@@ -170,9 +190,11 @@ impl ApiClient {
         work: F,
     ) -> Result<F::Output, ClientError> {
         match self.deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, work)
-                .await
-                .map_err(|_| Self::deadline_error(during)),
+            Some(deadline) => tokio::time::timeout_at(deadline, work).await.map_err(|_| {
+                ClientError::DeadlineExceeded {
+                    during: during.to_string(),
+                }
+            }),
             None => Ok(work.await),
         }
     }
@@ -183,7 +205,7 @@ impl ApiClient {
         url: &reqwest::Url,
         target: &Target,
         stats: &mut StreamStats,
-    ) -> Result<Envelope, ClientError> {
+    ) -> Result<Fetched, ClientError> {
         let inner = &*self.inner;
         let retry = &inner.config.retry;
         let mut backoff = Backoff::new(retry);
@@ -205,112 +227,106 @@ impl ApiClient {
             inner.metrics.throttled(waited);
             // Every attempt reads the current token: a retry never re-sends a stale one.
             let token = self
-                .before_deadline("fetching a token", inner.tokens.get())
+                .before_deadline("fetching a token", inner.tokens.get(self.deadline))
                 .await??;
+            if inner
+                .governor
+                .paused_until()
+                .is_some_and(|until| until > Instant::now())
+            {
+                // A 429 came in while the token was fetched: going now
+                // would be an early retry.
+                continue;
+            }
             stats.requests += 1;
-            let sent = self
+            let answer = self
                 .before_deadline("waiting for a response", self.send(url, &token.value))
                 .await??;
-            let failure = match sent {
-                Err(what) => {
-                    inner.metrics.transport_error();
-                    Failure::Transient {
-                        what,
-                        retry_after: None,
+            match &answer {
+                Ok(answer) => {
+                    stats.bytes += answer.body.len() as u64;
+                    inner.metrics.response(answer.status, answer.body.len());
+                    if answer.status != 429 {
+                        // Answered: that many requests in flight are let through.
+                        inner.governor.on_success(&permit);
                     }
                 }
-                Ok((status, retry_after, body)) => {
-                    stats.bytes += body.len() as u64;
-                    inner.metrics.response(status, body.len());
-                    match status {
-                        200 => match parse_envelope(&body, &inner.config.envelope) {
-                            Ok(envelope) => return Ok(envelope),
-                            Err(EnvelopeError::Unparsable(e)) => Failure::Transient {
-                                what: format!("unparsable or truncated body: {e}"),
-                                retry_after: None,
-                            },
-                            Err(EnvelopeError::Protocol(message)) => {
-                                Failure::Fatal(ClientError::Protocol { message })
-                            }
-                        },
-                        202 => {
-                            stats.not_ready_polls += 1;
-                            let since = *not_ready_since.get_or_insert_with(Instant::now);
-                            let delay = retry_after
-                                .unwrap_or(Duration::from_secs(retry.not_ready_poll_secs))
-                                .max(Duration::from_millis(inner.config.rate.min_pause_ms));
-                            let give_up =
-                                since + Duration::from_secs(retry.not_ready_max_wait_secs);
-                            let now = Instant::now();
-                            if now + delay > give_up
-                                || self.deadline.is_some_and(|d| now + delay > d)
-                            {
-                                return Err(target.not_ready());
-                            }
-                            tracing::debug!(target = %target, delay_ms = delay.as_millis() as u64, "batch not ready (202), polling");
-                            tokio::time::sleep(delay).await;
-                            continue;
-                        }
-                        401 if !refreshed_after_401 => {
-                            tracing::info!(target = %target, "401: refreshing the token once");
-                            refreshed_after_401 = true;
-                            inner.tokens.invalidate(&token);
-                            continue;
-                        }
-                        401 => Failure::Fatal(ClientError::Auth {
-                            message: format!("401 twice for {target}, even with a fresh token"),
-                        }),
-                        429 => {
-                            stats.rate_limited += 1;
-                            rate_limited += 1;
-                            let pause = inner.governor.on_rate_limited(permit, retry_after);
-                            if rate_limited >= retry.max_rate_limited {
-                                return Err(ClientError::RateLimited {
-                                    times: rate_limited,
-                                    last_pause: pause,
-                                });
-                            }
-                            if self.deadline.is_some_and(|d| Instant::now() + pause > d) {
-                                return Err(Self::deadline_error("paused by a 429"));
-                            }
-                            // The governor holds this request (and every other) until the pause ends.
-                            continue;
-                        }
-                        408 | 500 | 502 | 503 | 504 => Failure::Transient {
-                            what: format!("HTTP {status}"),
-                            retry_after: if status == 503 { retry_after } else { None },
-                        },
-                        _ => Failure::Fatal(self.refusal(status, &body, target)),
+                Err(_) => inner.metrics.transport_error(),
+            }
+            let (what, retry_after) = match classify(answer, &inner.config.envelope, target) {
+                Step::Page(envelope) => return Ok(Fetched::Page(envelope)),
+                Step::ContinuationExpired => return Ok(Fetched::ContinuationExpired),
+                Step::Fatal(error) => return Err(error),
+                Step::NotReady(retry_after) => {
+                    stats.not_ready_polls += 1;
+                    let since = *not_ready_since.get_or_insert_with(Instant::now);
+                    let delay = retry_after
+                        .unwrap_or(Duration::from_secs(retry.not_ready_poll_secs))
+                        .max(Duration::from_millis(inner.config.rate.min_pause_ms));
+                    let give_up = since + Duration::from_secs(retry.not_ready_max_wait_secs);
+                    if Instant::now() + delay > give_up {
+                        return Err(target.not_ready());
                     }
+                    tracing::debug!(target = %target, delay_ms = delay.as_millis() as u64, "batch not ready (202), polling");
+                    sleep_within(self.deadline, delay, "polling a batch that is not ready")
+                        .await
+                        .map_err(|_| target.not_ready())?;
+                    continue;
                 }
-            };
-            match failure {
-                Failure::Fatal(error) => return Err(error),
-                Failure::Transient { what, retry_after } => {
-                    attempts += 1;
-                    if attempts >= retry.max_attempts {
-                        return Err(ClientError::RetriesExhausted {
-                            attempts,
-                            last: what,
+                Step::Unauthorized if !refreshed_after_401 => {
+                    tracing::info!(target = %target, "401: refreshing the token once");
+                    refreshed_after_401 = true;
+                    inner.tokens.invalidate(&token);
+                    continue;
+                }
+                Step::Unauthorized => {
+                    return Err(ClientError::Auth {
+                        message: format!("401 twice for {target}, even with a fresh token"),
+                    });
+                }
+                Step::RateLimited(retry_after) => {
+                    stats.rate_limited += 1;
+                    rate_limited += 1;
+                    let pause = inner.governor.on_rate_limited(&permit, retry_after);
+                    if rate_limited >= retry.max_rate_limited {
+                        return Err(ClientError::RateLimited {
+                            times: rate_limited,
+                            last_pause: pause,
                         });
                     }
-                    let delay = backoff.next_delay().max(retry_after.unwrap_or_default());
-                    tracing::debug!(target = %target, attempts, delay_ms = delay.as_millis() as u64, failure = %what, "retrying");
-                    stats.retries += 1;
-                    inner.metrics.retry();
-                    self.wait(delay, "backing off before a retry").await?;
+                    if self.deadline.is_some_and(|d| Instant::now() + pause > d) {
+                        return Err(ClientError::DeadlineExceeded {
+                            during: "paused by a 429".into(),
+                        });
+                    }
+                    // The governor holds this request (and every other) until the pause ends.
+                    continue;
                 }
+                Step::Transient { what, retry_after } => (what, retry_after),
+            };
+            drop(permit);
+            attempts += 1;
+            if attempts >= retry.max_attempts {
+                return Err(ClientError::RetriesExhausted {
+                    attempts,
+                    last: what,
+                });
             }
+            let delay = backoff.next_delay().max(retry_after.unwrap_or_default());
+            tracing::debug!(target = %target, attempts, delay_ms = delay.as_millis() as u64, failure = %what, "retrying");
+            stats.retries += 1;
+            inner.metrics.retry();
+            sleep_within(self.deadline, delay, "backing off before a retry").await?;
         }
     }
 
-    /// One HTTP exchange: status, Retry-After and the (bounded) body, or
-    /// a transport failure. `BodyTooLarge` is final, hence the nesting.
+    /// One HTTP exchange: the answer with its (bounded) body, or a
+    /// transport failure. `BodyTooLarge` is final, hence the nesting.
     async fn send(
         &self,
         url: &reqwest::Url,
         token: &Secret,
-    ) -> Result<Result<(u16, Option<Duration>, bytes::Bytes), String>, ClientError> {
+    ) -> Result<Result<Answer, String>, ClientError> {
         let response = match self
             .inner
             .http
@@ -324,45 +340,97 @@ impl ApiClient {
             Err(e) => return Ok(Err(error_chain(&e))),
         };
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &http::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header(http::header::RETRY_AFTER)
+            .and_then(|v| parse_retry_after(&v, SystemTime::now()));
+        let content_type = header(http::header::CONTENT_TYPE);
         match read_body(response, self.inner.config.max_body_bytes).await {
-            Ok(body) => Ok(Ok((status, retry_after, body))),
+            Ok(body) => Ok(Ok(Answer {
+                status,
+                retry_after,
+                content_type,
+                body,
+            })),
             Err(BodyError::TooLarge) => Err(ClientError::BodyTooLarge {
                 limit: self.inner.config.max_body_bytes,
             }),
             Err(BodyError::Transport(e)) => Ok(Err(format!("HTTP {status}, body cut short: {e}"))),
         }
     }
+}
 
-    /// Maps a final (non-retried) status onto its error variant.
-    fn refusal(&self, status: u16, body: &[u8], target: &Target) -> ClientError {
-        let envelope = &self.inner.config.envelope;
-        let (code, message) = parse_error_body(body, envelope);
-        match status {
-            400 if code.as_deref() == Some(envelope.continuation_expired_code.as_str()) => {
-                ClientError::ContinuationExpired { restarts: 0 }
+/// Reads one answer (or transport failure) as the contract says.
+fn classify(answer: Result<Answer, String>, names: &EnvelopeConfig, target: &Target) -> Step {
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(what) => {
+            return Step::Transient {
+                what,
+                retry_after: None,
+            };
+        }
+    };
+    let Answer {
+        status,
+        retry_after,
+        content_type,
+        body,
+    } = answer;
+    match status {
+        200 => {
+            if let Some(what) = describe_non_json(content_type.as_deref(), &body) {
+                return Step::Fatal(ClientError::Protocol {
+                    message: format!("{target}: {what}"),
+                });
             }
-            400 => ClientError::BadRequest {
-                message: format!("{target}: {message}"),
-            },
-            403 => ClientError::Forbidden {
-                practice: target.practice().unwrap_or("(practice list)").to_string(),
-                message,
-            },
-            405 => ClientError::MethodNotAllowed {
-                message: format!("{target}: {message}"),
-            },
-            501 => ClientError::NotImplemented {
-                message: format!("{target}: {message}"),
-            },
-            _ => ClientError::UnexpectedStatus {
-                status,
-                message: format!("{target}: {message}"),
-            },
+            match parse_envelope(&body, names) {
+                Ok(envelope) => Step::Page(envelope),
+                Err(EnvelopeError::Unparsable(e)) => Step::Transient {
+                    what: format!("unparsable or truncated body: {e}"),
+                    retry_after: None,
+                },
+                Err(EnvelopeError::Protocol(message)) => {
+                    Step::Fatal(ClientError::Protocol { message })
+                }
+            }
+        }
+        202 => Step::NotReady(retry_after),
+        401 => Step::Unauthorized,
+        429 => Step::RateLimited(retry_after),
+        408 | 500 | 502 | 503 | 504 => Step::Transient {
+            what: format!("HTTP {status}"),
+            retry_after: if status == 503 { retry_after } else { None },
+        },
+        _ => {
+            let (code, message) = parse_error_body(&body, names);
+            match status {
+                400 if code.as_deref() == Some(names.continuation_expired_code.as_str()) => {
+                    Step::ContinuationExpired
+                }
+                400 => Step::Fatal(ClientError::BadRequest {
+                    message: format!("{target}: {message}"),
+                }),
+                403 => Step::Fatal(ClientError::Forbidden {
+                    practice: target.practice().unwrap_or("(practice list)").to_string(),
+                    message,
+                }),
+                405 => Step::Fatal(ClientError::MethodNotAllowed {
+                    message: format!("{target}: {message}"),
+                }),
+                501 => Step::Fatal(ClientError::NotImplemented {
+                    message: format!("{target}: {message}"),
+                }),
+                _ => Step::Fatal(ClientError::UnexpectedStatus {
+                    status,
+                    message: format!("{target}: {message}"),
+                }),
+            }
         }
     }
 }
@@ -384,14 +452,12 @@ mod tests {
     async fn no_wait_runs_past_the_deadline() {
         let start = Instant::now();
         let client = client().with_deadline(start + Duration::from_secs(10));
-        client
-            .wait(Duration::from_secs(4), "backing off")
+        sleep_within(client.deadline, Duration::from_secs(4), "backing off")
             .await
             .unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(4));
         // 4 + 7 > 10: fail now instead of sleeping into the deadline.
-        let err = client
-            .wait(Duration::from_secs(7), "backing off")
+        let err = sleep_within(client.deadline, Duration::from_secs(7), "backing off")
             .await
             .unwrap_err();
         assert!(

@@ -73,7 +73,9 @@ pub struct ApiConfig {
     /// trimmed), e.g. a mounted Kubernetes secret.
     #[serde(default)]
     pub client_secret_file: Option<PathBuf>,
-    /// Records per batch page requested (`pageSize`); the contract allows 1..=5000.
+    /// Records per batch page requested (`pageSize`); the contract allows
+    /// 1..=5000. A server that refuses the size with a 400 before any page
+    /// came back gets smaller ones (2000, 1000, 500, 200, 100) until one works.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
     /// Time limit of one HTTP request, from sending to the last body byte, in seconds.
@@ -91,6 +93,11 @@ pub struct ApiConfig {
     /// token expired before giving up.
     #[serde(default = "default_max_restarts")]
     pub max_restarts: u32,
+    /// Most pages one batch may take. A guard against a server that hands
+    /// out new continuation tokens forever; the chain checks (a token or a
+    /// page served twice, more records than `totalCount`) catch the rest.
+    #[serde(default = "default_max_pages_per_batch")]
+    pub max_pages_per_batch: u64,
     /// Endpoint paths, relative to `base_url`.
     #[serde(default)]
     pub paths: PathsConfig,
@@ -186,11 +193,12 @@ pub struct RateConfig {
     /// Starting request rate, requests per second (all workers together).
     #[serde(default = "default_requests_per_sec")]
     pub requests_per_sec: f64,
-    /// Requests that may go at once after an idle period.
+    /// Requests that may go at once after an idle period, at most (the
+    /// adaptive burst halves on a 429 and grows back by one per quiet period).
     #[serde(default = "default_burst")]
     pub burst: u32,
-    /// Adapt the rate to 429 answers (AIMD). When false the rate is fixed
-    /// (429s still pause every worker for Retry-After).
+    /// Adapt the rate, the burst and the concurrency to 429 answers. When
+    /// false they are fixed (429s still pause every worker for Retry-After).
     #[serde(default = "default_adaptive")]
     pub adaptive: bool,
     /// The adaptive rate never goes below this, requests per second.
@@ -203,18 +211,23 @@ pub struct RateConfig {
     /// requests sent at an older rate do not cut it again). In (0, 1).
     #[serde(default = "default_decrease_factor")]
     pub decrease_factor: f64,
-    /// Fraction of the current rate added after each quiet period (0.05 =
-    /// +5%), so that the limit is found again quickly after a cut at any
-    /// scale; at least `increase_rps` is added. 0 = purely additive.
-    #[serde(default = "default_increase_fraction")]
-    pub increase_fraction: f64,
-    /// Least requests per second added after each quiet period.
-    #[serde(default = "default_increase_rps")]
-    pub increase_rps: f64,
-    /// Seconds without a 429, while the governor was the bottleneck, before
-    /// the rate goes up (after slow start).
+    /// Seconds the rate takes to climb back to the rate that drew the last
+    /// 429 (on a cubic curve: fast at first, flat near it), and before the
+    /// concurrency is raised again to a level that drew one. Longer when
+    /// the limit's own cycle is (a window's length), up to 4×. After it the
+    /// rate probes above, ever faster, in case the limit went up.
+    #[serde(default = "default_recovery_secs")]
+    pub recovery_secs: f64,
+    /// Seconds without a 429, while the governor was the bottleneck,
+    /// between two increases of the rate, the burst (+1) or the
+    /// concurrency (+1).
     #[serde(default = "default_quiet_period_secs")]
     pub quiet_period_secs: f64,
+    /// Most requests in flight at once, all workers together (0 = no cap
+    /// but the workers'). When adaptive, a 429 that comes back while `n`
+    /// other requests are in flight lowers it to `n`.
+    #[serde(default)]
+    pub max_in_flight: u32,
     /// Slow start: until the first 429 the rate is multiplied by this
     /// after each `slow_start_period_secs` spent at the limit, so that a
     /// start far below the API's limit costs seconds, not minutes. The
@@ -279,7 +292,9 @@ fn default_scope() -> String {
     "https://consumerapi.sync.vet/.default".into()
 }
 fn default_page_size() -> u32 {
-    1000
+    // The contract's maximum: under a request-rate limit a night takes as
+    // many seconds as requests, so the fewest pages finish it fastest.
+    5000
 }
 fn default_request_timeout_secs() -> u64 {
     60
@@ -292,6 +307,9 @@ fn default_max_body_bytes() -> u64 {
 }
 fn default_max_restarts() -> u32 {
     3
+}
+fn default_max_pages_per_batch() -> u64 {
+    100_000
 }
 fn default_practices_path() -> String {
     "practices".into()
@@ -347,14 +365,11 @@ fn default_max_requests_per_sec() -> f64 {
 fn default_decrease_factor() -> f64 {
     0.85
 }
-fn default_increase_fraction() -> f64 {
-    0.05
-}
-fn default_increase_rps() -> f64 {
-    1.0
+fn default_recovery_secs() -> f64 {
+    30.0
 }
 fn default_quiet_period_secs() -> f64 {
-    3.0
+    1.0
 }
 fn default_slow_start_factor() -> f64 {
     1.5
@@ -450,6 +465,7 @@ impl ApiConfig {
             ("api.request_timeout_secs", self.request_timeout_secs),
             ("api.connect_timeout_secs", self.connect_timeout_secs),
             ("api.max_body_bytes", self.max_body_bytes),
+            ("api.max_pages_per_batch", self.max_pages_per_batch),
         ] {
             if v == 0 {
                 return Err(config_error(key, "must be greater than 0"));
@@ -541,7 +557,7 @@ impl RateConfig {
         positive("api.rate.requests_per_sec", self.requests_per_sec)?;
         positive("api.rate.min_requests_per_sec", self.min_requests_per_sec)?;
         positive("api.rate.max_requests_per_sec", self.max_requests_per_sec)?;
-        positive("api.rate.increase_rps", self.increase_rps)?;
+        positive("api.rate.recovery_secs", self.recovery_secs)?;
         positive("api.rate.quiet_period_secs", self.quiet_period_secs)?;
         positive(
             "api.rate.slow_start_period_secs",
@@ -551,12 +567,6 @@ impl RateConfig {
             return Err(config_error(
                 "api.rate.slow_start_factor",
                 "must be a number of at least 1 (1 = no slow start)",
-            ));
-        }
-        if !(self.increase_fraction.is_finite() && self.increase_fraction >= 0.0) {
-            return Err(config_error(
-                "api.rate.increase_fraction",
-                "must be a number of at least 0",
             ));
         }
         if self.burst == 0 {
@@ -620,7 +630,7 @@ mod tests {
     #[test]
     fn defaults_are_the_contract() {
         let cfg = ApiConfig::default();
-        assert_eq!(cfg.page_size, 1000);
+        assert_eq!(cfg.page_size, 5000, "the contract's maximum");
         assert_eq!(cfg.paths.batch, "batch/{practiceId}/{entity}");
         assert_eq!(cfg.params.continuation_token, "continuationToken");
         assert_eq!(cfg.envelope.total_count, "totalCount");
@@ -655,8 +665,8 @@ mod tests {
         cfg.rate.slow_start_factor = 0.5;
         assert_eq!(key_of(cfg), "api.rate.slow_start_factor");
         let mut cfg = valid();
-        cfg.rate.increase_fraction = f64::NAN;
-        assert_eq!(key_of(cfg), "api.rate.increase_fraction");
+        cfg.rate.recovery_secs = f64::NAN;
+        assert_eq!(key_of(cfg), "api.rate.recovery_secs");
         let cfg = ApiConfig {
             client_secret: None,
             ..valid()

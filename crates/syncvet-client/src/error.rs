@@ -43,6 +43,19 @@ pub enum ClientError {
         /// Restarts already made.
         restarts: u32,
     },
+    /// A continuation chain that cannot end: a token served twice, a page
+    /// repeating the previous one (the server ignored the continuation
+    /// parameter), or more pages or records than the batch can hold.
+    /// Nothing of the batch may be committed.
+    #[error("broken page chain for {chain} at continuation token {token}: {problem}")]
+    BrokenPageChain {
+        /// The batch (`source/entity/date`) or `practices`.
+        chain: String,
+        /// The continuation token sent for the offending page (shortened).
+        token: String,
+        /// What is wrong with the chain.
+        problem: String,
+    },
     /// 405: the client used a method the API does not allow. A bug; fatal.
     #[error("method not allowed: {message}")]
     MethodNotAllowed {

@@ -18,25 +18,43 @@
 //!   or wait. Every attempt reads the current token, so a retry never sends
 //!   a stale one. A 401 invalidates that token and the request is retried
 //!   once; a second 401 is `ClientError::Auth`, fatal for the run.
-//! - **Rate governor** (`rate`): a `governor` limiter at the current rate,
-//!   a shared pause after each 429 of at least Retry-After (seconds or HTTP
-//!   date; 0 or a past date still pauses `api.rate.min_pause_ms`; never
-//!   shortened), slow start (×`slow_start_factor` per short period spent
-//!   at the limit, until the first 429) and then AIMD: ×`decrease_factor`
-//!   per 429 (once per rate step), +`increase_fraction` of the rate (at
-//!   least `increase_rps`) per quiet period spent at the limit. Permits are
-//!   handed out round-robin across practices, so a huge practice cannot
-//!   starve a small one.
+//! - **Rate governor** (`rate`): holds a limit of any shape a gateway
+//!   enforces (token bucket of any burst, fixed or sliding window, cap on
+//!   requests in flight) with four controls adapted from 429s: the rate
+//!   (slow start until the first 429, then a cut to `decrease_factor` ×,
+//!   to half when limited again at once, or to a window's own rate when a
+//!   long Retry-After points at its end, and a cubic climb back that is
+//!   flat near the rate that tripped the limit for `recovery_secs`), the
+//!   burst (halved per cut, +1 per quiet period, never refilled by a
+//!   pause), a shared pause of at least Retry-After (seconds or any HTTP
+//!   date; 0 or a past date still pauses `min_pause_ms`; never shortened),
+//!   and the requests in flight (capped at the others in flight when a 429
+//!   comes back, raised by one per quiet period). Permits are handed out
+//!   round-robin across practices, so a huge practice cannot starve a
+//!   small one.
 //! - **Retries**: 408, 500, 502, 503, 504, connection errors, timeouts and
-//!   truncated or unparsable bodies are retried with exponential backoff and
+//!   truncated bodies are retried with exponential backoff and
 //!   jitter (a 503's Retry-After is a floor), at most `api.retry.max_attempts`
 //!   times and never past the deadline (`ApiClient::with_deadline`). 202 is
 //!   polled (Retry-After or `not_ready_poll_secs`) until ready or the
-//!   deadline. 400, 403, 405, 501 are final and have their own variants.
+//!   deadline. 400, 403, 405, 501 are final and have their own variants, as
+//!   is a 200 that is not JSON (a proxy's sign-in page: the error names its
+//!   content type and first bytes). Responses are read by one pure step
+//!   (`client::classify`) that the one retry loop acts on; the token
+//!   request's retries honour the same run deadline.
 //! - **Pages** (`pages`): `PageStream` follows continuation tokens; an
 //!   expired token (400 `ContinuationTokenExpired`) yields
 //!   `PageEvent::Restarted` and starts again from page 0, at most
-//!   `api.max_restarts` times. Bodies are read as a stream with a size bound
+//!   `api.max_restarts` times. A chain that cannot end fails the batch
+//!   with `ClientError::BrokenPageChain` (naming the batch and the token):
+//!   a token served twice, a page repeating the previous one (the server
+//!   ignored the continuation parameter), more records than `totalCount`,
+//!   more pages than it can need or than `api.max_pages_per_batch`.
+//! - **Page size** (`page_size`): `api.page_size` (default 5000, the
+//!   contract's maximum: fewest requests under a request-rate limit) until
+//!   the API refuses it with a 400 before any page came back; then it steps
+//!   down (2000, 1000, …) for every stream, and says so once.
+//! - **Bodies** (`body`) are read as a stream with a size bound
 //!   (`api.max_body_bytes`, checked against Content-Length first), and the
 //!   envelope is parsed with the items borrowed as a `RawValue`: a page's
 //!   records reach the caller as a `Bytes` slice of the body, never copied.
@@ -68,6 +86,7 @@ mod client;
 mod config;
 mod error;
 mod metrics;
+mod page_size;
 mod pages;
 mod rate;
 mod retry;

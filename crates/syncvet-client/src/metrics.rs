@@ -5,6 +5,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::rate::GovernorSettings;
+
 /// What one `PageStream` cost.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamStats {
@@ -41,6 +43,10 @@ pub struct MetricsSnapshot {
     pub bytes: u64,
     /// The governor's current target rate, requests per second.
     pub current_rate: f64,
+    /// The governor's current burst (requests at once after a lull).
+    pub current_burst: u32,
+    /// The governor's current cap on requests in flight (0 = none).
+    pub max_in_flight: u32,
     /// Access tokens fetched.
     pub tokens_fetched: u64,
 }
@@ -82,7 +88,11 @@ impl Metrics {
             .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, current_rate: f64, tokens_fetched: u64) -> MetricsSnapshot {
+    pub(crate) fn snapshot(
+        &self,
+        governor: GovernorSettings,
+        tokens_fetched: u64,
+    ) -> MetricsSnapshot {
         MetricsSnapshot {
             requests_by_status: self.by_status.lock().expect("poisoned").clone(),
             transport_errors: self.transport_errors.load(Ordering::Relaxed),
@@ -91,7 +101,9 @@ impl Metrics {
             throttled_secs: Duration::from_nanos(self.throttled_nanos.load(Ordering::Relaxed))
                 .as_secs_f64(),
             bytes: self.bytes.load(Ordering::Relaxed),
-            current_rate,
+            current_rate: governor.rate,
+            current_burst: governor.burst,
+            max_in_flight: governor.max_in_flight,
             tokens_fetched,
         }
     }

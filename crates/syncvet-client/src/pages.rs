@@ -1,11 +1,13 @@
 //! Paging: following continuation tokens, restarting when one expires.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::client::ApiClient;
+use crate::body::Envelope;
+use crate::client::{ApiClient, Fetched};
 use crate::error::ClientError;
 use crate::metrics::StreamStats;
 
@@ -129,6 +131,9 @@ pub struct PageStream {
     target: Target,
     next_number: u32,
     continuation: Option<String>,
+    chain: ChainGuard,
+    /// Set by `with_page_size`: this stream's own size, never stepped down.
+    page_size: Option<u32>,
     finished: bool,
     stats: StreamStats,
 }
@@ -140,9 +145,18 @@ impl PageStream {
             target,
             next_number: 0,
             continuation: None,
+            chain: ChainGuard::default(),
+            page_size: None,
             finished: false,
             stats: StreamStats::default(),
         }
+    }
+
+    /// The same stream with pages of `records` (1..=5000), e.g. small
+    /// pages to see the continuation work on a small batch.
+    pub fn with_page_size(mut self, records: u32) -> Self {
+        self.page_size = Some(records.clamp(1, 5000));
+        self
     }
 
     /// The next page, a restart notice, an error (then `None`), or `None`
@@ -151,45 +165,79 @@ impl PageStream {
         if self.finished {
             return None;
         }
-        let url = self.url();
-        match self
-            .client
-            .get_page(&url, &self.target, &mut self.stats)
-            .await
-        {
-            Ok(envelope) => {
-                let page = BatchPage {
-                    number: self.next_number,
-                    items: envelope.items,
-                    records: envelope.records,
-                    total_count: envelope.total_count,
-                    body_bytes: envelope.body_bytes,
-                };
-                self.next_number += 1;
-                self.continuation = envelope.continuation_token;
-                self.finished = self.continuation.is_none();
-                Some(Ok(PageEvent::Page(page)))
-            }
-            Err(ClientError::ContinuationExpired { .. })
-                if self.stats.restarts < self.client.config().max_restarts =>
-            {
-                self.stats.restarts += 1;
-                tracing::info!(target = %self.target, restarts = self.stats.restarts, "continuation token expired: restarting from the first page");
-                self.next_number = 0;
-                self.continuation = None;
-                Some(Ok(PageEvent::Restarted))
-            }
-            Err(ClientError::ContinuationExpired { .. }) => {
-                self.finished = true;
-                Some(Err(ClientError::ContinuationExpired {
-                    restarts: self.stats.restarts,
-                }))
-            }
-            Err(error) => {
-                self.finished = true;
-                Some(Err(error))
-            }
+        loop {
+            let page_size = self
+                .page_size
+                .unwrap_or_else(|| self.client.page_sizer().current());
+            let url = self.url(page_size);
+            let fetched = self
+                .client
+                .get_page(&url, &self.target, &mut self.stats)
+                .await;
+            return Some(match fetched {
+                Ok(Fetched::Page(envelope)) => {
+                    if self.page_size.is_none() {
+                        self.client.page_sizer().accepted(page_size);
+                    }
+                    self.page(envelope)
+                }
+                Ok(Fetched::ContinuationExpired) => self.restart(),
+                Err(ClientError::BadRequest { message }) => {
+                    let smaller = match (&self.continuation, self.page_size) {
+                        (None, None) => self.client.page_sizer().refused(page_size, &message),
+                        _ => None,
+                    };
+                    if smaller.is_some() {
+                        continue;
+                    }
+                    self.finished = true;
+                    Err(ClientError::BadRequest { message })
+                }
+                Err(error) => {
+                    self.finished = true;
+                    Err(error)
+                }
+            });
         }
+    }
+
+    fn page(&mut self, envelope: Envelope) -> Result<PageEvent, ClientError> {
+        if let Err(problem) = self.chain.check(&envelope, self.client.config()) {
+            self.finished = true;
+            return Err(ClientError::BrokenPageChain {
+                chain: self.target.to_string(),
+                token: shorten(self.continuation.as_deref().unwrap_or("(first page)")),
+                problem,
+            });
+        }
+        let page = BatchPage {
+            number: self.next_number,
+            items: envelope.items,
+            records: envelope.records,
+            total_count: envelope.total_count,
+            body_bytes: envelope.body_bytes,
+        };
+        self.next_number += 1;
+        self.continuation = envelope.continuation_token;
+        self.finished = self.continuation.is_none();
+        Ok(PageEvent::Page(page))
+    }
+
+    /// The continuation token expired: start over, or give up after
+    /// `api.max_restarts`.
+    fn restart(&mut self) -> Result<PageEvent, ClientError> {
+        if self.stats.restarts >= self.client.config().max_restarts {
+            self.finished = true;
+            return Err(ClientError::ContinuationExpired {
+                restarts: self.stats.restarts,
+            });
+        }
+        self.stats.restarts += 1;
+        tracing::info!(target = %self.target, restarts = self.stats.restarts, "continuation token expired: restarting from the first page");
+        self.next_number = 0;
+        self.continuation = None;
+        self.chain = ChainGuard::default();
+        Ok(PageEvent::Restarted)
     }
 
     /// What this stream has cost so far.
@@ -197,7 +245,7 @@ impl PageStream {
         self.stats.clone()
     }
 
-    fn url(&self) -> reqwest::Url {
+    fn url(&self, page_size: u32) -> reqwest::Url {
         let config = self.client.config();
         let path = match &self.target {
             Target::Practices => config.paths.practices.clone(),
@@ -219,12 +267,82 @@ impl PageStream {
             if let Target::Batch { date, .. } = &self.target {
                 query.append_pair(&config.params.date, &date.to_string());
             }
-            query.append_pair(&config.params.page_size, &config.page_size.to_string());
+            query.append_pair(&config.params.page_size, &page_size.to_string());
             if let Some(token) = &self.continuation {
                 query.append_pair(&config.params.continuation_token, token);
             }
         }
         url
+    }
+}
+
+/// What a chain has served so far, to tell a chain that cannot end (a
+/// server that repeats a token or a page, or ignores the continuation
+/// parameter) from a long one: each check fails the batch at once instead
+/// of landing copies of the same records until the deadline.
+#[derive(Debug, Default)]
+struct ChainGuard {
+    /// Every continuation token handed out in this chain.
+    tokens: HashSet<String>,
+    /// The previous page's items (a refcounted slice of its body, not a copy).
+    previous_items: Option<Bytes>,
+    records: u64,
+    pages: u64,
+}
+
+impl ChainGuard {
+    /// Checks the page just received; `Err` says what is wrong.
+    fn check(&mut self, page: &Envelope, config: &crate::ApiConfig) -> Result<(), String> {
+        self.pages += 1;
+        self.records += page.records.len() as u64;
+        if !page.records.is_empty() && self.previous_items.as_ref() == Some(&page.items) {
+            return Err(format!(
+                "page {} repeats the previous page record for record: the server ignored \
+                 the continuation parameter `{}` (check `api.params.continuation_token`)",
+                self.pages, config.params.continuation_token
+            ));
+        }
+        if let Some(total) = page.total_count {
+            if self.records > total {
+                return Err(format!(
+                    "the chain has served {} records, more than its totalCount of {total}",
+                    self.records
+                ));
+            }
+            // Even one record a page, plus a last empty page, needs no more.
+            if self.pages > total + 1 {
+                return Err(format!(
+                    "page {} of a batch of {total} records: longer than totalCount can need",
+                    self.pages
+                ));
+            }
+        }
+        if self.pages > config.max_pages_per_batch {
+            return Err(format!(
+                "more than {} pages (`api.max_pages_per_batch`)",
+                config.max_pages_per_batch
+            ));
+        }
+        if let Some(next) = &page.continuation_token
+            && !self.tokens.insert(next.clone())
+        {
+            return Err(format!(
+                "page {} hands out continuation token `{}` a second time",
+                self.pages,
+                shorten(next)
+            ));
+        }
+        self.previous_items = Some(page.items.clone());
+        Ok(())
+    }
+}
+
+/// An opaque token, cut for an error message (tokens can be kilobytes).
+fn shorten(token: &str) -> String {
+    const MAX_CHARS: usize = 80;
+    match token.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &token[..cut]),
+        None => token.to_string(),
     }
 }
 

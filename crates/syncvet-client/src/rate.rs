@@ -1,21 +1,40 @@
 //! The rate governor: one per `ApiClient`, shared by every clone and worker.
 //!
-//! Three layers:
-//! - a `governor` GCRA limiter paces requests at the current rate and burst
-//!   (it runs on tokio's clock, so `tokio::time::pause()` drives it in tests);
-//! - a pause: a 429 stops every worker until its Retry-After has passed
-//!   (never less; 0 or a past date means `min_pause_ms`, never a hot loop);
-//! - slow start, then AIMD. The rate only rises after a period without a
-//!   429 in which the limiter was the bottleneck (idle time proves
-//!   nothing). Until the first 429 (slow start, as in TCP) each
-//!   `slow_start_period_secs` multiplies it by `slow_start_factor`, so a
-//!   start at 10 rps finds a limit of 50 in ~4 s instead of minutes of
-//!   +1 steps. After it, a 429 cuts the rate by `decrease_factor` (once per
-//!   rate step: the answers to requests already sent at the old rate do not
-//!   cut it again), and every `quiet_period_secs` adds `increase_fraction`
-//!   of the rate (at least `increase_rps`): proportional, so the limit is
-//!   found again in a few periods after a cut whatever its scale. The
-//!   limiter is rebuilt at each change.
+//! A gateway may enforce its limit as a token bucket of any size, a fixed
+//! or sliding window of N calls per T seconds, or a cap on requests in
+//! flight; none is published. The governor holds all of them with four
+//! controls, each adapted from the 429s it gets:
+//!
+//! - **rate**: a `governor` GCRA limiter at the current rate (on tokio's
+//!   clock, so `tokio::time::pause()` drives it in tests). Until the first
+//!   429, slow start multiplies it by `slow_start_factor` per
+//!   `slow_start_period_secs` spent at the limit. A 429 cuts it to
+//!   `decrease_factor` × rate, or lower to the rate the server actually
+//!   admitted since the last pause counted over that span *plus* the
+//!   Retry-After (a window's Retry-After points at its end, so that is the
+//!   window's own rate: the client spreads the next window instead of
+//!   spending it at once), but never below half. After a cut the rate
+//!   grows back on a cubic curve (as TCP CUBIC): fast while far below the
+//!   rate that tripped the limit, flat around it for `recovery_secs`,
+//!   then probing above it. It only grows while the limiter is what holds
+//!   requests back (idle time proves nothing).
+//! - **burst**: requests let through at once after an idle spell. It starts
+//!   at `burst`, halves on a 429 for a request let go from it (without
+//!   touching the rate) and on every rate cut, and grows by one per quiet
+//!   period once a burst came back fine, so a small server bucket is not
+//!   overrun after each lull; a change or a 429 pause never refills it (a
+//!   new limiter's credit is spent at its first grant).
+//! - **pause**: a 429 stops every worker until its Retry-After has passed
+//!   (never less; 0 or a past date means `min_pause_ms`, never a hot loop).
+//! - **concurrency**: at most `max_in_flight` requests at once (0 = no
+//!   cap). A 429 that comes back while `n` other requests are in flight
+//!   caps it at `max(n, 1)`: a gateway that limits requests in flight
+//!   refuses exactly the ones above its cap, so `n` is the cap. It grows by
+//!   one per quiet period in which the cap held a request back, but returns
+//!   to the level that failed only after `recovery_secs`.
+//!
+//! The rate and the concurrency are cut once per step: answers to requests
+//! already sent under the old settings do not cut them again.
 //!
 //! Fairness: requests wait in one queue per key (practice) and a single
 //! dispatcher task hands out permits round-robin over the keys, so a
@@ -31,7 +50,7 @@ use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::RateConfig;
@@ -51,21 +70,56 @@ impl Clock for TokioClock {
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
-/// Permission to send one request, stamped with the rate step it was
-/// granted under.
-#[derive(Debug, Clone, Copy)]
+/// Permission to send one request, stamped with the step it was granted
+/// under. Holding it counts as a request in flight; dropping it frees the
+/// slot.
 pub(crate) struct Permit {
     step: u64,
+    /// Requests in flight when this one was granted, itself included.
+    in_flight: u32,
+    /// Granted from the limiter's burst credit, sooner than one period
+    /// after the previous one.
+    from_burst: bool,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("step", &self.step)
+            .field("in_flight", &self.in_flight)
+            .field("from_burst", &self.from_burst)
+            .finish()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.shared.state.lock().expect("poisoned").in_flight -= 1;
+        self.shared.slot_freed.notify_one();
+    }
 }
 
 /// The governor is gone (the client was dropped mid-request).
 #[derive(Debug)]
 pub(crate) struct GovernorClosed;
 
+/// What the governor holds requests to, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct GovernorSettings {
+    /// Requests per second.
+    pub rate: f64,
+    /// Requests at once after an idle spell.
+    pub burst: u32,
+    /// Requests in flight at most (0 = no cap).
+    pub max_in_flight: u32,
+}
+
 struct State {
     rate: f64,
+    burst: u32,
     limiter: Limiter,
-    /// Bumped on every decrease; a 429 for a permit of an older step is
+    /// Bumped on every cut; a 429 for a permit of an older step is
     /// already accounted for.
     step: u64,
     paused_until: Option<Instant>,
@@ -77,12 +131,75 @@ struct State {
     saturated: bool,
     /// No 429 yet: the rate grows multiplicatively.
     slow_start: bool,
+    /// The rate that tripped the last 429, and when it was cut: the cubic
+    /// recovery is centred on them.
+    tripped_rate: f64,
+    cut_rate: f64,
+    cut_at: Instant,
+    /// How long the recovery to `tripped_rate` takes (the cubic's K).
+    recovery_secs: f64,
+    /// Requests granted since the last pause ended (or since the start),
+    /// and when that span began: what the server admitted over it.
+    granted_since_resume: u64,
+    resumed_at: Instant,
+    in_flight: u32,
+    /// 0 = no cap.
+    max_in_flight: u32,
+    /// The concurrency that last drew a 429, and since when: not tried
+    /// again before the recovery time.
+    failed_in_flight: Option<(u32, Instant)>,
+    /// Answers by requests in flight at grant, since the cap last changed.
+    levels: InFlightLevels,
+    /// The cap before it was last raised to (or past) a level that once
+    /// drew a 429: a 429 above it undoes the raise.
+    probed_from: Option<u32>,
+    /// The burst before the last cut: not tried again before the recovery time.
+    failed_burst: u32,
+    /// A request let go from the burst credit came back fine since the
+    /// burst last grew: only then may it grow again (a burst never used
+    /// proves nothing).
+    burst_proven: bool,
+    /// The concurrency cap held a request back since `quiet_since`.
+    concurrency_bound: bool,
+    /// When the last permit was granted.
+    last_grant: Option<Instant>,
+    /// The rate or burst changed, or a pause ended: the limiter is rebuilt
+    /// at the next grant (see `take_paced_slot`).
+    rebuild: bool,
+}
+
+impl State {
+    /// A slot at the current rate, from the limiter or, after a change,
+    /// from a fresh one built at this very grant with all its credit spent:
+    /// a new limiter starts full, and that burst would land on a server
+    /// bucket that is already empty (or has only just refilled after a
+    /// pause). Spent at the grant, its next slot is exactly one period
+    /// later, and the first one waits one period after the last grant, so
+    /// a change costs no slot and releases no burst.
+    fn take_paced_slot(&mut self, clock: &TokioClock, now: Instant) -> Result<(), Duration> {
+        if !self.rebuild {
+            return self.limiter.check().map_err(|not_until| {
+                not_until
+                    .wait_time_from(clock.now())
+                    .max(Duration::from_micros(100))
+            });
+        }
+        let period = Duration::from_secs_f64(1.0 / self.rate);
+        if let Some(at) = self.last_grant.map(|t| t + period).filter(|at| *at > now) {
+            return Err(at - now);
+        }
+        self.limiter = build_limiter(self.rate, self.burst, clock);
+        while self.limiter.check().is_ok() {}
+        self.rebuild = false;
+        Ok(())
+    }
 }
 
 struct Shared {
     config: RateConfig,
     clock: TokioClock,
     state: Mutex<State>,
+    slot_freed: Notify,
 }
 
 struct Waiter {
@@ -104,15 +221,33 @@ impl RateGovernor {
         let clock = TokioClock {
             origin: Instant::now(),
         };
+        let now = Instant::now();
         let rate = config.requests_per_sec;
         let state = State {
             rate,
+            burst: config.burst,
             limiter: build_limiter(rate, config.burst, &clock),
             step: 0,
             paused_until: None,
-            quiet_since: Instant::now(),
+            quiet_since: now,
             saturated: false,
             slow_start: config.adaptive && config.slow_start_factor > 1.0,
+            tripped_rate: rate,
+            cut_rate: rate,
+            cut_at: now,
+            recovery_secs: config.recovery_secs,
+            granted_since_resume: 0,
+            resumed_at: now,
+            in_flight: 0,
+            max_in_flight: config.max_in_flight,
+            failed_in_flight: None,
+            levels: InFlightLevels::default(),
+            probed_from: None,
+            failed_burst: u32::MAX,
+            burst_proven: false,
+            concurrency_bound: false,
+            last_grant: None,
+            rebuild: false,
         };
         let (queue, receiver) = mpsc::unbounded_channel();
         RateGovernor {
@@ -120,14 +255,16 @@ impl RateGovernor {
                 config: config.clone(),
                 clock,
                 state: Mutex::new(state),
+                slot_freed: Notify::new(),
             }),
             queue,
             pending_dispatcher: Mutex::new(Some(receiver)),
         }
     }
 
-    /// Waits for this key's turn and a free slot at the current rate, and
-    /// for any 429 pause to end. Returns the permit and the time waited.
+    /// Waits for this key's turn, a free slot at the current rate and
+    /// concurrency, and for any 429 pause to end. Returns the permit and
+    /// the time waited.
     pub(crate) async fn acquire(&self, key: &str) -> Result<(Permit, Duration), GovernorClosed> {
         let started = Instant::now();
         if let Some(receiver) = self.pending_dispatcher.lock().expect("poisoned").take() {
@@ -146,47 +283,55 @@ impl RateGovernor {
             // A 429 may have landed between the grant and now: going now
             // would be an early retry, so wait and queue again.
             match self.paused_until() {
-                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
+                Some(until) if until > Instant::now() => {
+                    drop(permit);
+                    tokio::time::sleep_until(until).await
+                }
                 _ => return Ok((permit, started.elapsed())),
             }
         }
     }
 
     /// Records a 429: pauses every worker for at least `retry_after` (or
-    /// the configured minimum / default) and, if adaptive, slows down.
-    /// Returns the pause applied.
+    /// the configured minimum / default) and, if adaptive, cuts the rate,
+    /// the burst and the concurrency. Returns the pause applied.
     pub(crate) fn on_rate_limited(
         &self,
-        permit: Permit,
+        permit: &Permit,
         retry_after: Option<Duration>,
     ) -> Duration {
         let config = &self.shared.config;
         let asked = retry_after.unwrap_or(Duration::from_millis(config.default_pause_ms));
         let pause = asked.max(Duration::from_millis(config.min_pause_ms))
             + Duration::from_millis(config.pause_margin_ms);
-        let until = Instant::now() + pause;
+        let now = Instant::now();
+        let until = now + pause;
         let mut state = self.shared.state.lock().expect("poisoned");
+        state.levels.answered(permit.in_flight, false);
         let paused_until = state.paused_until.map_or(until, |u| u.max(until));
         state.paused_until = Some(paused_until);
         state.quiet_since = paused_until;
         state.saturated = false;
-        if state.slow_start {
-            tracing::info!(rate_rps = state.rate, "first 429: slow start ends");
-            state.slow_start = false;
-        }
+        state.concurrency_bound = false;
         if config.adaptive && permit.step == state.step {
-            let rate = (state.rate * config.decrease_factor).max(config.min_requests_per_sec);
+            cut(&mut state, config, permit, asked, now, paused_until);
             tracing::info!(
-                from_rps = state.rate,
-                to_rps = rate,
+                to_rps = state.rate,
+                burst = state.burst,
+                max_in_flight = state.max_in_flight,
                 pause_ms = pause.as_millis() as u64,
                 "rate limited (429): slowing down"
             );
-            state.step += 1;
-            state.rate = rate;
-            state.limiter = build_limiter(rate, config.burst, &self.shared.clock);
         }
         pause
+    }
+
+    /// Records an answer other than 429: that many requests in flight at
+    /// once were let through.
+    pub(crate) fn on_success(&self, permit: &Permit) {
+        let mut state = self.shared.state.lock().expect("poisoned");
+        state.levels.answered(permit.in_flight, true);
+        state.burst_proven |= permit.from_burst;
     }
 
     /// The end of the current 429 pause, if any.
@@ -194,9 +339,14 @@ impl RateGovernor {
         self.shared.state.lock().expect("poisoned").paused_until
     }
 
-    /// The current target rate, requests per second.
-    pub(crate) fn current_rate(&self) -> f64 {
-        self.shared.state.lock().expect("poisoned").rate
+    /// What requests are held to now.
+    pub(crate) fn settings(&self) -> GovernorSettings {
+        let state = self.shared.state.lock().expect("poisoned");
+        GovernorSettings {
+            rate: state.rate,
+            burst: state.burst,
+            max_in_flight: state.max_in_flight,
+        }
     }
 }
 
@@ -209,62 +359,291 @@ fn build_limiter(rate: f64, burst: u32, clock: &TokioClock) -> Limiter {
     RateLimiter::direct_with_clock(quota, clock.clone())
 }
 
+/// Least requests since the last pause for their count to say what the
+/// server admits.
+const MIN_ADMITTED_SAMPLE: u64 = 10;
+
+/// A Retry-After this long points at the end of a window, not at a
+/// token bucket's next token.
+const WINDOW_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Cuts the burst, the concurrency or the rate and the burst after a 429
+/// (once per step): a 429 for a request let go from the burst credit is the
+/// burst's doing; one for a request sent with more in flight than any
+/// success came back from is the concurrency's (a gateway capping requests
+/// in flight refuses exactly those above its cap); any other, the rate's.
+fn cut(
+    state: &mut State,
+    config: &RateConfig,
+    permit: &Permit,
+    asked: Duration,
+    now: Instant,
+    paused_until: Instant,
+) {
+    state.step += 1;
+    let recovery = |sending_for: Duration| {
+        // As long as a cycle of the limit took (a window's length), within
+        // bounds, so a slow limit is probed as rarely as it resets.
+        (sending_for + asked)
+            .as_secs_f64()
+            .clamp(config.recovery_secs, 4.0 * config.recovery_secs)
+    };
+    let sending_for = now.duration_since(state.resumed_at);
+    if permit.from_burst {
+        // The server took fewer at once than the limiter let go: the
+        // burst's doing, not the rate's.
+        state.failed_burst = state.burst;
+        state.burst = (state.burst / 2).max(1);
+        state.recovery_secs = recovery(sending_for);
+        state.cut_at = paused_until;
+        state.rebuild = true;
+        return;
+    }
+    // A raise of the cap to a level that once drew a 429, undone by a 429
+    // above the old cap; or many 429s above a level that never drew one.
+    let probe_failed = state
+        .probed_from
+        .take()
+        .filter(|&level| permit.in_flight > level);
+    if let Some(fine) = probe_failed.or_else(|| state.levels.concurrency_cap(permit.in_flight)) {
+        if state.max_in_flight == 0 || fine < state.max_in_flight {
+            tracing::debug!(
+                from = state.max_in_flight,
+                to = fine,
+                "429s above a concurrency that works: capping it"
+            );
+            state.max_in_flight = fine;
+            state.failed_in_flight = Some((permit.in_flight, now));
+            state.levels = InFlightLevels::default();
+        }
+        return;
+    }
+    if state.slow_start {
+        tracing::info!(
+            rate_rps = state.rate,
+            "first 429 at this rate: slow start ends"
+        );
+        state.slow_start = false;
+    }
+    let from = state.rate;
+    let granted = state.granted_since_resume;
+    let (rate, tripped) = if asked >= WINDOW_RETRY_AFTER && granted >= MIN_ADMITTED_SAMPLE {
+        // A window: it admitted what was sent since the last pause and
+        // asks for a wait until it opens again, so the sustainable rate is
+        // that many calls over both spans. Spread them: hold that rate.
+        let window_rate = (granted - 1) as f64 / (sending_for + asked).as_secs_f64();
+        let rate = (from * config.decrease_factor).min(window_rate);
+        (rate, rate)
+    } else if sending_for < asked {
+        // Limited again before one Retry-After's worth of sending: far over.
+        (from * 0.5, from)
+    } else if from < state.tripped_rate {
+        // Limited below where the last 429 came: the limit is lower, or
+        // jitter trips it early. Return to a little under this rate
+        // (CUBIC's fast convergence), so the next probe comes later.
+        (
+            from * config.decrease_factor,
+            from * (1.0 + config.decrease_factor) / 2.0,
+        )
+    } else {
+        (from * config.decrease_factor, from)
+    };
+    let rate = rate.max(config.min_requests_per_sec);
+    state.tripped_rate = tripped.max(rate);
+    state.cut_rate = rate;
+    state.cut_at = paused_until;
+    state.recovery_secs = recovery(sending_for);
+    state.rate = rate;
+    state.failed_burst = state.burst;
+    state.burst = (state.burst / 2).max(1);
+    state.rebuild = true;
+    tracing::debug!(from_rps = from, to_rps = rate, "rate cut");
+}
+
+/// Answers (let through or 429) by how many requests were in flight when
+/// each was sent, to tell a cap on requests in flight from a rate limit.
+/// Under a cap of `c`, the client, which counts a request from before it
+/// reaches the server until after its answer is back, never draws a 429
+/// with `c` or fewer in flight, and draws many above; under a rate limit,
+/// 429s are as likely at any level.
+#[derive(Debug, Default)]
+struct InFlightLevels {
+    /// Index `n - 1`: (let through, limited) at `n` in flight.
+    counts: Vec<(u32, u32)>,
+}
+
+impl InFlightLevels {
+    /// Levels above this are counted with it.
+    const MAX_LEVEL: usize = 256;
+    /// Answers a level needs before it counts as working.
+    const MIN_SAMPLE: u32 = 5;
+    /// Share of 429s from a level up that marks it as over a cap.
+    const OVER_CAP_SHARE: f64 = 0.25;
+
+    fn answered(&mut self, in_flight: u32, let_through: bool) {
+        let level = (in_flight as usize).clamp(1, Self::MAX_LEVEL);
+        if self.counts.len() < level {
+            self.counts.resize(level, (0, 0));
+        }
+        let (ok, limited) = &mut self.counts[level - 1];
+        *if let_through { ok } else { limited } += 1;
+    }
+
+    /// The cap that a 429 at `in_flight` points to, if it is a cap's doing:
+    /// the highest level below it with answers and no 429 at all, when at
+    /// least a quarter of the answers from `in_flight` up were 429s.
+    fn concurrency_cap(&self, in_flight: u32) -> Option<u32> {
+        let level = (in_flight as usize).clamp(1, Self::MAX_LEVEL);
+        let (ok, limited) = self.counts[level - 1..]
+            .iter()
+            .fold((0, 0), |(a, b), (ok, limited)| (a + ok, b + limited));
+        if f64::from(limited) < Self::OVER_CAP_SHARE * f64::from(ok + limited) {
+            return None;
+        }
+        let clean = self.counts[..level - 1]
+            .iter()
+            .rposition(|&(ok, limited)| limited == 0 && ok >= Self::MIN_SAMPLE)?;
+        // Every level below the clean one must be free of 429s too.
+        self.counts[..clean]
+            .iter()
+            .all(|&(_, limited)| limited == 0)
+            .then_some(clean as u32 + 1)
+    }
+}
+
+/// Whether a setting may grow to `next` now: below the level that drew the
+/// last 429 at once, to it or above only after the recovery time.
+fn may_grow(next: u32, failed: u32, since: Instant, recovery_secs: f64, now: Instant) -> bool {
+    next < failed || now.duration_since(since).as_secs_f64() >= recovery_secs
+}
+
+/// Why the dispatcher cannot hand out a permit now.
+enum Wait {
+    /// Pacing or a pause: try again after this long.
+    For(Duration),
+    /// Every slot of the concurrency cap is taken: wait for one to free.
+    InFlight,
+}
+
 impl Shared {
-    /// Takes a slot now (`Ok`, stamped with the current rate step) or says
-    /// how long the dispatcher must wait (pause or pacing).
-    fn try_take_slot(&self) -> Result<Permit, Duration> {
+    /// Takes a slot now (`Ok`, stamped with the current step) or says what
+    /// the dispatcher must wait for.
+    fn try_take_slot(self: &Arc<Self>) -> Result<Permit, Wait> {
         let now = Instant::now();
-        let mut state = self.state.lock().expect("poisoned");
+        let mut guard = self.state.lock().expect("poisoned");
+        let state = &mut *guard;
         if let Some(until) = state.paused_until {
             if until > now {
-                return Err(until - now);
+                return Err(Wait::For(until - now));
             }
+            // The pause let the limiter's credit build up: spending it at
+            // once would land a burst on a server bucket that has only just
+            // refilled, and trip it again.
             state.paused_until = None;
+            state.rebuild = true;
+            state.granted_since_resume = 0;
+            state.resumed_at = now;
         }
         let config = &self.config;
+        let quiet_for = now.duration_since(state.quiet_since).as_secs_f64();
         let period_secs = if state.slow_start {
             config.slow_start_period_secs
         } else {
             config.quiet_period_secs
         };
-        if config.adaptive
-            && state.saturated
-            && state.rate < config.max_requests_per_sec
-            && now.duration_since(state.quiet_since).as_secs_f64() >= period_secs
-        {
-            let raised = if state.slow_start {
-                state.rate * config.slow_start_factor
-            } else {
-                state.rate + (state.rate * config.increase_fraction).max(config.increase_rps)
-            };
-            let rate = raised.min(config.max_requests_per_sec);
-            tracing::debug!(
-                from_rps = state.rate,
-                to_rps = rate,
-                slow_start = state.slow_start,
-                "quiet period: speeding up"
-            );
-            state.rate = rate;
-            state.limiter = build_limiter(rate, config.burst, &self.clock);
-            // A fresh limiter starts with a full burst; in steady state that
-            // burst would land on a server bucket that is already empty.
-            while state.limiter.check().is_ok() {}
+        if config.adaptive && quiet_for >= period_secs {
+            if state.saturated && state.rate < config.max_requests_per_sec {
+                let raised = if state.slow_start {
+                    state.rate * config.slow_start_factor
+                } else {
+                    cubic_rate(state, config.decrease_factor, now).max(state.rate)
+                };
+                let rate = raised.min(config.max_requests_per_sec);
+                tracing::debug!(
+                    from_rps = state.rate,
+                    to_rps = rate,
+                    slow_start = state.slow_start,
+                    "quiet period: speeding up"
+                );
+                state.rate = rate;
+                let burst = (state.burst + 1).min(config.burst);
+                if state.burst_proven
+                    && may_grow(
+                        burst,
+                        state.failed_burst,
+                        state.cut_at,
+                        state.recovery_secs,
+                        now,
+                    )
+                {
+                    state.burst = burst;
+                    state.burst_proven = false;
+                }
+                state.rebuild = true;
+            }
+            if state.concurrency_bound {
+                let next = state.max_in_flight + 1;
+                let allowed = state.failed_in_flight.is_none_or(|(failed, at)| {
+                    may_grow(next, failed, at, state.recovery_secs, now)
+                });
+                if allowed {
+                    tracing::debug!(
+                        max_in_flight = next,
+                        "quiet period: more requests in flight"
+                    );
+                    if state
+                        .failed_in_flight
+                        .is_some_and(|(failed, _)| next >= failed)
+                    {
+                        state.probed_from = Some(state.max_in_flight);
+                    }
+                    state.max_in_flight = next;
+                    state.levels = InFlightLevels::default();
+                }
+            }
             state.quiet_since = now;
             state.saturated = false;
+            state.concurrency_bound = false;
         }
-        match state.limiter.check() {
-            Ok(()) => Ok(Permit { step: state.step }),
-            Err(not_until) => {
-                if !state.saturated {
-                    // The quiet period counts only time spent at the limit.
-                    state.saturated = true;
-                    state.quiet_since = state.quiet_since.max(now);
-                }
-                Err(not_until
-                    .wait_time_from(self.clock.now())
-                    .max(Duration::from_micros(100)))
+        if state.max_in_flight > 0 && state.in_flight >= state.max_in_flight {
+            state.concurrency_bound = true;
+            return Err(Wait::InFlight);
+        }
+        match state.take_paced_slot(&self.clock, now) {
+            Ok(()) => {
+                let period = Duration::from_secs_f64(0.9 / state.rate);
+                let from_burst = state.last_grant.is_some_and(|last| now < last + period);
+                state.last_grant = Some(now);
+                state.in_flight += 1;
+                state.granted_since_resume += 1;
+                Ok(Permit {
+                    step: state.step,
+                    in_flight: state.in_flight,
+                    from_burst,
+                    shared: self.clone(),
+                })
+            }
+            Err(wait) => {
+                state.saturated = true;
+                Err(Wait::For(wait))
             }
         }
+    }
+}
+
+/// The cubic recovery after a cut (TCP CUBIC's window curve, in requests
+/// per second): back to the tripped rate after the recovery time, fast at
+/// first, flat around it, then rising ever faster to find a limit that
+/// went up. (The caller never lowers the rate with it.)
+fn cubic_rate(state: &State, decrease_factor: f64, now: Instant) -> f64 {
+    let k = state.recovery_secs;
+    let t = now.saturating_duration_since(state.cut_at).as_secs_f64();
+    let x = (t - k) / k;
+    if x < 0.0 {
+        let gap = state.tripped_rate - state.cut_rate;
+        state.tripped_rate + gap * x * x * x
+    } else {
+        state.tripped_rate * (1.0 + (1.0 - decrease_factor) * x * x * x)
     }
 }
 
@@ -285,7 +664,8 @@ async fn dispatch(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Wai
             continue;
         };
         match shared.try_take_slot() {
-            Err(wait) => tokio::time::sleep(wait).await,
+            Err(Wait::For(wait)) => tokio::time::sleep(wait).await,
+            Err(Wait::InFlight) => shared.slot_freed.notified().await,
             Ok(permit) => {
                 turns.pop_front();
                 let queue = queues.get_mut(&key).expect("key in turns has a queue");
@@ -295,6 +675,7 @@ async fn dispatch(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Wai
                 } else {
                     turns.push_back(key);
                 }
+                // A waiter that gave up in between drops the permit, which frees the slot.
                 let _ = grant.send(permit);
             }
         }

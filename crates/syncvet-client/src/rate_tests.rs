@@ -1,5 +1,6 @@
-//! Governor tests on tokio's paused clock: pauses, slow start, AIMD steps,
-//! fairness, and convergence against a simulated token-bucket server.
+//! Governor tests on tokio's paused clock: pauses, slow start, cuts and the
+//! cubic recovery, burst and concurrency adaptation, fairness, and runs
+//! against the emulator's own gateway limiters (every limit kind).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +41,8 @@ async fn a_429_pauses_everyone_for_at_least_retry_after() {
     let governor = Arc::new(RateGovernor::new(&config(100.0, 10)));
     let (permit, _) = governor.acquire("a").await.unwrap();
     let paused_at = Instant::now();
-    let pause = governor.on_rate_limited(permit, Some(Duration::from_secs(7)));
+    let pause = governor.on_rate_limited(&permit, Some(Duration::from_secs(7)));
+    drop(permit);
     assert!(pause >= Duration::from_secs(7));
     let mut workers = Vec::new();
     for key in ["a", "b", "c"] {
@@ -68,14 +70,14 @@ async fn retry_after_zero_is_a_minimum_pause_not_a_hot_loop() {
     while start.elapsed() < Duration::from_secs(10) {
         let (permit, _) = governor.acquire("p").await.unwrap();
         sent += 1;
-        governor.on_rate_limited(permit, Some(Duration::ZERO));
+        governor.on_rate_limited(&permit, Some(Duration::ZERO));
     }
     // One request per min_pause (1 s + margin), not thousands.
     assert!(sent <= 11, "sent {sent} requests in 10 s of 429s");
     // No date in the past or 0 shortens the pause below the minimum.
     let (permit, _) = governor.acquire("p").await.unwrap();
     assert_eq!(
-        governor.on_rate_limited(permit, None),
+        governor.on_rate_limited(&permit, None),
         Duration::from_millis(1050)
     );
 }
@@ -85,41 +87,10 @@ async fn a_long_retry_after_is_never_capped() {
     let governor = RateGovernor::new(&config(10.0, 1));
     let (permit, _) = governor.acquire("p").await.unwrap();
     let start = Instant::now();
-    governor.on_rate_limited(permit, Some(Duration::from_secs(3600)));
+    governor.on_rate_limited(&permit, Some(Duration::from_secs(3600)));
+    drop(permit);
     governor.acquire("p").await.unwrap();
     assert!(start.elapsed() >= Duration::from_secs(3600));
-}
-
-#[tokio::test(start_paused = true)]
-async fn rate_drops_once_per_step_and_recovers_after_quiet_periods() {
-    let mut cfg = config(40.0, 1);
-    cfg.decrease_factor = 0.5;
-    cfg.increase_rps = 2.0;
-    cfg.quiet_period_secs = 1.0;
-    let governor = RateGovernor::new(&cfg);
-    let (first, _) = governor.acquire("p").await.unwrap();
-    let (second, _) = governor.acquire("p").await.unwrap();
-    governor.on_rate_limited(first, Some(Duration::from_secs(1)));
-    // The second request was sent at the old rate too: no second cut.
-    governor.on_rate_limited(second, Some(Duration::from_secs(1)));
-    assert_eq!(governor.current_rate(), 20.0);
-    let (third, _) = governor.acquire("p").await.unwrap();
-    governor.on_rate_limited(third, Some(Duration::from_secs(1)));
-    assert_eq!(governor.current_rate(), 10.0);
-
-    // Idle time is not a quiet period: the rate only rises while it is the bottleneck.
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    governor.acquire("p").await.unwrap();
-    assert_eq!(governor.current_rate(), 10.0);
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(5500) {
-        governor.acquire("p").await.unwrap();
-    }
-    let rate = governor.current_rate();
-    assert!(
-        (18.0..=20.0).contains(&rate),
-        "rate {rate} after 5.5 busy seconds"
-    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -159,278 +130,499 @@ async fn a_huge_practice_does_not_starve_a_small_one() {
     );
 }
 
-/// A token-bucket server like the emulator's hidden limit.
-struct BucketServer {
-    rate: f64,
-    capacity: f64,
-    tokens: f64,
-    last: Instant,
-    retry_after: Duration,
-    not_before: Option<Instant>,
-    ok: u64,
-    limited: u64,
-    early: u64,
-}
-
-impl BucketServer {
-    /// A full bucket of `limit` tokens refilled at `limit` per second,
-    /// answering 429s with Retry-After: 1, like the emulator's default.
-    fn new(limit: f64) -> Self {
-        BucketServer {
-            rate: limit,
-            capacity: limit,
-            tokens: limit,
-            last: Instant::now(),
-            retry_after: Duration::from_secs(1),
-            not_before: None,
-            ok: 0,
-            limited: 0,
-            early: 0,
-        }
-    }
-
-    fn answer(&mut self) -> bool {
-        let now = Instant::now();
-        if self.not_before.is_some_and(|t| now < t) {
-            self.early += 1;
-        }
-        self.tokens =
-            (self.tokens + (now - self.last).as_secs_f64() * self.rate).min(self.capacity);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            self.ok += 1;
-            true
-        } else {
-            self.limited += 1;
-            self.not_before = Some(now + self.retry_after);
-            false
-        }
-    }
+#[tokio::test(start_paused = true)]
+async fn a_cut_happens_once_per_step_and_halves_the_burst() {
+    let governor = RateGovernor::new(&config(40.0, 4));
+    let (first, _) = governor.acquire("p").await.unwrap();
+    let (second, _) = governor.acquire("p").await.unwrap();
+    // Limited before one Retry-After's worth of sending: far over, halve.
+    governor.on_rate_limited(&first, Some(Duration::from_secs(1)));
+    // The second request was sent under the old settings too: no second cut.
+    governor.on_rate_limited(&second, Some(Duration::from_secs(1)));
+    let settings = governor.settings();
+    assert_eq!((settings.rate, settings.burst), (20.0, 2));
+    drop((first, second));
+    let (third, _) = governor.acquire("p").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Limited after sending for longer than the Retry-After: a gentle cut.
+    governor.on_rate_limited(&third, Some(Duration::from_secs(1)));
+    let settings = governor.settings();
+    assert_eq!((settings.rate, settings.burst), (17.0, 1));
 }
 
 #[tokio::test(start_paused = true)]
-async fn converges_on_a_hidden_limit_started_five_times_too_fast() {
-    let limit = 40.0;
-    let governor = Arc::new(RateGovernor::new(&config(5.0 * limit, 20)));
-    let server = Arc::new(Mutex::new(BucketServer::new(limit)));
+async fn a_pause_never_refills_the_burst() {
+    let governor = RateGovernor::new(&config(20.0, 20));
     let start = Instant::now();
-    let run_for = Duration::from_secs(90);
-    let mut workers = Vec::new();
-    for worker in 0..8 {
-        let (governor, server) = (governor.clone(), server.clone());
-        workers.push(tokio::spawn(async move {
-            while start.elapsed() < run_for {
-                let (permit, _) = governor.acquire(&format!("p{worker}")).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                let ok = server.lock().unwrap().answer();
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                if !ok {
-                    governor.on_rate_limited(permit, Some(Duration::from_secs(1)));
-                }
-            }
-        }));
+    let mut permits = Vec::new();
+    for _ in 0..20 {
+        permits.push(governor.acquire("p").await.unwrap().0);
     }
-    for worker in workers {
-        worker.await.unwrap();
-    }
-    let server = server.lock().unwrap();
-    let total = server.ok + server.limited;
-    let limited_share = server.limited as f64 / total as f64;
-    let achieved = server.ok as f64 / run_for.as_secs_f64();
-    eprintln!(
-        "simulated: {total} requests, {} 429 ({:.2}%), {} early, {achieved:.1} rps ok ({:.0}% of {limit}), final rate {:.1}",
-        server.limited,
-        server.limited as f64 / total as f64 * 100.0,
-        server.early,
-        achieved / limit * 100.0,
-        governor.current_rate()
-    );
     assert!(
-        limited_share <= 0.02,
-        "{:.2}% of requests were 429",
-        limited_share * 100.0
+        start.elapsed() < Duration::from_millis(10),
+        "the first burst goes at once"
     );
-    assert!(achieved >= 0.85 * limit, "achieved {achieved:.1} rps");
-}
-
-#[tokio::test(start_paused = true)]
-async fn slow_start_finds_a_50_rps_limit_from_10_within_seconds() {
-    let limit = 50.0;
-    let governor = Arc::new(RateGovernor::new(&RateConfig::default()));
-    let server = Arc::new(Mutex::new(BucketServer::new(limit)));
-    let start = Instant::now();
-    let mut workers = Vec::new();
-    for worker in 0..16 {
-        let (governor, server) = (governor.clone(), server.clone());
-        workers.push(tokio::spawn(async move {
-            let mut reached_limit = None;
-            while start.elapsed() < Duration::from_secs(20) {
-                let (permit, _) = governor.acquire(&format!("p{worker}")).await.unwrap();
-                if reached_limit.is_none() && governor.current_rate() >= limit {
-                    reached_limit = Some(start.elapsed());
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                let ok = server.lock().unwrap().answer();
-                if !ok {
-                    governor.on_rate_limited(permit, Some(Duration::from_secs(1)));
-                }
-            }
-            reached_limit
-        }));
-    }
-    let mut reached = Vec::new();
-    for worker in workers {
-        reached.extend(worker.await.unwrap());
-    }
-    let reached = reached
-        .into_iter()
-        .min()
-        .expect("the rate reached the limit");
-    // 10 -> 15 -> 22.5 -> 33.75 -> 50.6 after four 1 s periods at the limit.
-    assert!(
-        reached <= Duration::from_secs(5),
-        "50 rps after {reached:?}"
-    );
-    let server = server.lock().unwrap();
-    let total = server.ok + server.limited;
-    assert!(
-        server.limited as f64 <= 0.02 * total as f64,
-        "{} of {total} answered 429",
-        server.limited
-    );
-    assert_eq!(server.early, 0);
-}
-
-#[tokio::test(start_paused = true)]
-async fn after_the_first_429_the_rate_grows_by_a_fraction_not_a_factor() {
-    let governor = RateGovernor::new(&config(10.0, 1));
-    let start = Instant::now();
-    let mut last = None;
-    while start.elapsed() < Duration::from_millis(2500) {
-        last = Some(governor.acquire("p").await.unwrap().0);
-    }
-    // Two slow-start periods at the limit: 10 x 1.5 x 1.5.
-    assert_eq!(governor.current_rate(), 22.5);
-    governor.on_rate_limited(last.unwrap(), Some(Duration::from_secs(1)));
-    let cut = 22.5 * 0.85;
-    assert_eq!(governor.current_rate(), cut);
-    let busy = Instant::now();
-    while busy.elapsed() < Duration::from_millis(7500) {
+    governor.on_rate_limited(&permits[0], Some(Duration::from_secs(3)));
+    drop(permits);
+    // Cut to 10 rps with a burst of 10; the 3 s pause would let the
+    // limiter's credit build up to that burst.
+    governor.acquire("p").await.unwrap();
+    let resumed = Instant::now();
+    for _ in 0..5 {
         governor.acquire("p").await.unwrap();
     }
-    // The pause (1.05 s), then two 3 s quiet periods at the limit, each
-    // adding max(5% of the rate, 1 rps): no more multiplication.
-    let once = cut + 1.0;
-    let twice = once + once * 0.05;
+    // Paced at 10 rps from the end of the pause, not a burst of 10.
     assert!(
-        (governor.current_rate() - twice).abs() < 1e-9,
-        "rate {} after two quiet periods",
-        governor.current_rate()
+        resumed.elapsed() >= Duration::from_millis(450),
+        "5 permits {:?} after the pause",
+        resumed.elapsed()
     );
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_additive_increase_is_proportional_to_the_rate() {
+async fn the_rate_climbs_back_on_a_cubic_curve_only_while_it_is_the_bottleneck() {
     let cfg = RateConfig {
         slow_start_factor: 1.0,
-        ..config(200.0, 1)
+        recovery_secs: 20.0,
+        ..config(100.0, 1)
     };
     let governor = RateGovernor::new(&cfg);
     let (permit, _) = governor.acquire("p").await.unwrap();
-    governor.on_rate_limited(permit, Some(Duration::from_secs(1)));
-    assert_eq!(governor.current_rate(), 170.0);
-    let busy = Instant::now();
-    while busy.elapsed() < Duration::from_millis(4500) {
-        governor.acquire("p").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    governor.on_rate_limited(&permit, Some(Duration::from_secs(1)));
+    drop(permit);
+    assert_eq!(governor.settings().rate, 85.0);
+    // Idle time is not a quiet period: the rate only rises at the limit.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    governor.acquire("p").await.unwrap();
+    assert_eq!(governor.settings().rate, 85.0);
+
+    let governor = RateGovernor::new(&cfg);
+    let (permit, _) = governor.acquire("p").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    governor.on_rate_limited(&permit, Some(Duration::from_secs(1)));
+    drop(permit);
+    let cut_at = Instant::now() + Duration::from_millis(1050);
+    let mut samples = Vec::new();
+    for at in [5.0, 10.0, 20.5, 30.0, 45.0] {
+        while Instant::now() < cut_at + Duration::from_secs_f64(at) {
+            governor.acquire("p").await.unwrap();
+        }
+        samples.push(governor.settings().rate);
     }
-    // One quiet period after the pause: +5% of 170.
-    let rate = governor.current_rate();
-    assert!((rate - 178.5).abs() < 1e-9, "rate {rate}");
+    // 100 - 15 (1 - t/20)^3: most of the way back quickly, flat near 100,
+    // then probing above it ever faster.
+    let expect = [93.7, 98.1, 100.0, 101.9, 126.0];
+    for ((got, want), at) in samples.iter().zip(expect).zip([5, 10, 20, 30, 45]) {
+        assert!(
+            (got - want).abs() <= 1.5,
+            "rate {got:.1} at {at} s, want ~{want}"
+        );
+    }
 }
 
-/// Figures of one simulated fleet run.
-#[derive(Debug)]
-struct FleetRun {
-    wall: Duration,
+#[tokio::test(start_paused = true)]
+async fn a_window_retry_after_spreads_the_next_window() {
+    let governor = RateGovernor::new(&config(10.0, 10));
+    let mut last = None;
+    let start = Instant::now();
+    // 60 calls (slow start doubles the pace meanwhile), then a 429 saying
+    // the window opens again in 50 s.
+    for _ in 0..60 {
+        last = Some(governor.acquire("p").await.unwrap().0);
+    }
+    let sent_for = start.elapsed();
+    governor.on_rate_limited(&last.unwrap(), Some(Duration::from_secs(50)));
+    let rate = governor.settings().rate;
+    let want = 59.0 / (sent_for.as_secs_f64() + 50.0);
+    assert!((rate - want).abs() < 0.01, "rate {rate}, want {want:.3}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_429s_above_a_clean_concurrency_cap_it_there() {
+    // Paced (a burst of 1), so that no 429 is the burst's doing.
+    let governor = Arc::new(RateGovernor::new(&config(1000.0, 1)));
+    // Five rounds of five at once, every one let through.
+    for _ in 0..5 {
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(governor.acquire("p").await.unwrap().0);
+        }
+        for permit in &held {
+            governor.on_success(permit);
+        }
+    }
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(governor.acquire("p").await.unwrap().0);
+    }
+    // The sixth at once draws a 429: the cap is five, and not the rate's doing.
+    let refused = held.pop().unwrap();
+    governor.on_rate_limited(&refused, Some(Duration::from_secs(1)));
+    drop(refused);
+    let settings = governor.settings();
+    assert_eq!(settings.max_in_flight, 5);
+    assert_eq!(settings.rate, 1000.0, "not the rate's doing");
+    let waiting = {
+        let governor = governor.clone();
+        tokio::spawn(async move { governor.acquire("p").await.map(|(_, waited)| waited) })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a sixth request went while five were in flight"
+    );
+    drop(held.pop());
+    let waited = waiting.await.unwrap().unwrap();
+    assert!(waited >= Duration::from_secs(3), "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_no_clean_level_below_is_the_rates_doing() {
+    let governor = RateGovernor::new(&config(100.0, 10));
+    let (first, _) = governor.acquire("p").await.unwrap();
+    let (second, _) = governor.acquire("p").await.unwrap();
+    governor.on_success(&second);
+    drop((first, second));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (third, _) = governor.acquire("p").await.unwrap();
+    governor.on_rate_limited(&third, Some(Duration::from_secs(1)));
+    let settings = governor.settings();
+    assert_eq!((settings.rate, settings.max_in_flight), (85.0, 0));
+}
+
+/// One simulated run of workers against an emulated gateway on the paused
+/// clock: the governor under test, the emulator's own limiters.
+#[derive(Debug, Clone)]
+struct Scenario {
+    name: String,
+    limits: GatewayLimits,
+    /// What the limit lets through in the long run, requests per second.
+    sustainable_rps: f64,
+    client: RateConfig,
+    workers: usize,
+    requests: u64,
+    /// Mean time the server takes once it admits a request (jittered ±100%).
+    service: Duration,
+    /// Time a worker spends on a page before asking for the next.
+    think: Duration,
+}
+
+/// What a simulated run did.
+#[derive(Debug, Default)]
+struct Outcome {
     ok: u64,
     limited: u64,
     early: u64,
+    wall: Duration,
 }
 
-/// `requests` batch requests from 32 workers against a hidden 50 rps
-/// bucket, as `tests/bench/run.sh fleet` does against the emulator: a few
-/// ms per answer, then ~30 ms of decoding and writing before the next one.
-async fn simulate_fleet(cfg: RateConfig, requests: u64) -> FleetRun {
-    let governor = Arc::new(RateGovernor::new(&cfg));
-    let server = Arc::new(Mutex::new(BucketServer::new(50.0)));
-    let left = Arc::new(std::sync::atomic::AtomicU64::new(requests));
+impl Outcome {
+    fn achieved_share(&self, scenario: &Scenario) -> f64 {
+        self.ok as f64 / self.wall.as_secs_f64() / scenario.sustainable_rps
+    }
+    fn limited_share(&self) -> f64 {
+        self.limited as f64 / (self.ok + self.limited) as f64
+    }
+}
+
+/// The emulator's early-retry rule: a request is early if it arrives after
+/// the grace that follows a 429 and before the Retry-After given with it.
+#[derive(Debug, Default)]
+struct EarlyRetries {
+    pause: Option<(Instant, Instant)>,
+    count: u64,
+}
+
+impl EarlyRetries {
+    const GRACE: Duration = Duration::from_millis(100);
+
+    fn arrived(&mut self, now: Instant) {
+        if let Some((sent, deadline)) = self.pause
+            && now > sent + Self::GRACE
+            && now < deadline
+        {
+            self.count += 1;
+        }
+    }
+
+    fn limited(&mut self, now: Instant, retry_after: Duration) {
+        self.pause = match self.pause {
+            Some((sent, deadline)) if now < deadline => {
+                Some((sent, deadline.max(now + retry_after)))
+            }
+            _ => Some((now, now + retry_after)),
+        };
+    }
+}
+
+/// A small deterministic jitter in [0, 2) (no RNG: runs are repeatable).
+fn jitter(n: u64) -> f64 {
+    let x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11;
+    (x as f64 / (1u64 << 53) as f64) * 2.0
+}
+
+async fn simulate(scenario: &Scenario) -> Outcome {
+    const NETWORK: Duration = Duration::from_millis(1);
+    let governor = Arc::new(RateGovernor::new(&scenario.client));
+    let gateway = Arc::new(Gateway::new(scenario.limits.clone()));
+    let tally = Arc::new(Mutex::new((Outcome::default(), EarlyRetries::default())));
+    let left = Arc::new(std::sync::atomic::AtomicU64::new(scenario.requests));
     let start = Instant::now();
+    if let Ok(filter) = std::env::var("SYNCVET_TRACE_SCENARIO")
+        && scenario.name.contains(&filter)
+    {
+        let (governor, tally) = (governor.clone(), tally.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let s = governor.settings();
+                let t = tally.lock().unwrap();
+                eprintln!(
+                    "{:6.1}s rate {:7.2} burst {:3} in flight {:3} ok {:6} 429 {:4}",
+                    start.elapsed().as_secs_f64(),
+                    s.rate,
+                    s.burst,
+                    s.max_in_flight,
+                    t.0.ok,
+                    t.0.limited
+                );
+            }
+        });
+    }
     let mut workers = Vec::new();
-    for worker in 0..32 {
-        let (governor, server, left) = (governor.clone(), server.clone(), left.clone());
+    for worker in 0..scenario.workers {
+        let (governor, gateway, tally, left) = (
+            governor.clone(),
+            gateway.clone(),
+            tally.clone(),
+            left.clone(),
+        );
+        let scenario = scenario.clone();
         workers.push(tokio::spawn(async move {
             let key = format!("p{worker}");
+            let mut n = worker as u64 * 7919;
             while left
                 .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
                 .is_ok()
             {
                 loop {
                     let (permit, _) = governor.acquire(&key).await.unwrap();
-                    tokio::time::sleep(Duration::from_millis(3)).await;
-                    let ok = server.lock().unwrap().answer();
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    if ok {
-                        break;
+                    tokio::time::sleep(NETWORK).await;
+                    tally.lock().unwrap().1.arrived(Instant::now());
+                    let answer = gateway.admit("demo-client");
+                    let refused = match answer {
+                        Ok(in_flight) => {
+                            n += 1;
+                            tokio::time::sleep(scenario.service.mul_f64(jitter(n))).await;
+                            drop(in_flight);
+                            governor.on_success(&permit);
+                            None
+                        }
+                        Err(limited) => {
+                            let mut tally = tally.lock().unwrap();
+                            tally.0.limited += 1;
+                            tally.1.limited(Instant::now(), limited.retry_after);
+                            Some(limited.retry_after)
+                        }
+                    };
+                    tokio::time::sleep(NETWORK).await;
+                    match refused {
+                        None => break,
+                        Some(retry_after) => {
+                            governor.on_rate_limited(&permit, Some(retry_after));
+                        }
                     }
-                    governor.on_rate_limited(permit, Some(Duration::from_secs(1)));
                 }
-                tokio::time::sleep(Duration::from_millis(30)).await;
+                tally.lock().unwrap().0.ok += 1;
+                tokio::time::sleep(scenario.think).await;
             }
         }));
     }
     for worker in workers {
         worker.await.unwrap();
     }
-    let server = server.lock().unwrap();
-    FleetRun {
-        wall: start.elapsed(),
-        ok: server.ok,
-        limited: server.limited,
-        early: server.early,
+    let mut tally = tally.lock().unwrap();
+    let (mut outcome, early) = std::mem::take(&mut *tally);
+    outcome.early = early.count;
+    outcome.wall = start.elapsed();
+    outcome
+}
+
+fn bucket(rps: u32, burst: u32) -> GatewayLimits {
+    GatewayLimits {
+        rate_limit_rps: rps,
+        burst,
+        retry_after_secs: 1,
+        ..GatewayLimits::default()
     }
+}
+
+fn window(calls: u32, secs: u64, sliding: bool) -> GatewayLimits {
+    GatewayLimits {
+        window_calls: calls,
+        window_secs: secs,
+        window_sliding: sliding,
+        retry_after_secs: 1,
+        ..GatewayLimits::default()
+    }
+}
+
+/// Every limit kind of the benchmark table, each with the client told 5×
+/// the limit and told nothing (the crate defaults).
+fn limit_kinds() -> Vec<Scenario> {
+    let kinds: [(&str, GatewayLimits, f64, Duration); 8] = [
+        (
+            "bucket 20 rps, burst 1",
+            bucket(20, 1),
+            20.0,
+            Duration::from_millis(5),
+        ),
+        (
+            "bucket 20 rps, burst 5",
+            bucket(20, 5),
+            20.0,
+            Duration::from_millis(5),
+        ),
+        (
+            "bucket 20 rps, burst 50",
+            bucket(20, 50),
+            20.0,
+            Duration::from_millis(5),
+        ),
+        (
+            "bucket 200 rps, burst 200",
+            bucket(200, 200),
+            200.0,
+            Duration::from_millis(5),
+        ),
+        (
+            "fixed window 60 / 60 s",
+            window(60, 60, false),
+            1.0,
+            Duration::from_millis(5),
+        ),
+        (
+            "fixed window 600 / 60 s",
+            window(600, 60, false),
+            10.0,
+            Duration::from_millis(5),
+        ),
+        (
+            "sliding window 600 / 60 s",
+            window(600, 60, true),
+            10.0,
+            Duration::from_millis(5),
+        ),
+        (
+            "4 in flight, 50 ms each",
+            GatewayLimits {
+                max_concurrent_requests: 4,
+                retry_after_secs: 1,
+                ..GatewayLimits::default()
+            },
+            // Four at a time, each 50 ms of service plus 2 ms of network.
+            4.0 / 0.052,
+            Duration::from_millis(50),
+        ),
+    ];
+    let mut scenarios = Vec::new();
+    for (kind, limits, sustainable_rps, service) in kinds {
+        let told = RateConfig {
+            requests_per_sec: 5.0 * sustainable_rps,
+            max_in_flight: if limits.max_concurrent_requests > 0 {
+                5 * limits.max_concurrent_requests
+            } else {
+                0
+            },
+            ..RateConfig::default()
+        };
+        let requests = (sustainable_rps * 120.0).max(2000.0) as u64;
+        for (client, client_name) in [(told, "told 5x"), (RateConfig::default(), "told nothing")] {
+            scenarios.push(Scenario {
+                name: format!("{kind} | {client_name}"),
+                limits: limits.clone(),
+                sustainable_rps,
+                client,
+                workers: 16,
+                requests,
+                service,
+                think: Duration::from_millis(10),
+            });
+        }
+    }
+    scenarios
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_limit_kind_is_held_without_bursts_or_early_retries() {
+    let mut failures = Vec::new();
+    eprintln!("| limit | client | requests | achieved | 429 | early |");
+    for scenario in limit_kinds() {
+        let outcome = simulate(&scenario).await;
+        let (achieved, limited) = (outcome.achieved_share(&scenario), outcome.limited_share());
+        let (kind, client) = scenario.name.split_once(" | ").unwrap();
+        eprintln!(
+            "| {kind} | {client} | {} | {:.1}% | {:.2}% | {} |",
+            outcome.ok + outcome.limited,
+            achieved * 100.0,
+            limited * 100.0,
+            outcome.early
+        );
+        if achieved < 0.85 || limited > 0.02 || outcome.early > 0 {
+            failures.push(format!("{}: {outcome:?}", scenario.name));
+        }
+    }
+    assert!(failures.is_empty(), "missed the target: {failures:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_finds_a_50_rps_limit_from_10_within_seconds() {
+    let scenario = Scenario {
+        name: "slow start".into(),
+        limits: bucket(50, 50),
+        sustainable_rps: 50.0,
+        client: RateConfig::default(),
+        workers: 16,
+        requests: 500,
+        service: Duration::from_millis(5),
+        think: Duration::ZERO,
+    };
+    let outcome = simulate(&scenario).await;
+    // 10 -> 15 -> 22.5 -> 33.75 -> 50.6 after four 1 s periods at the limit:
+    // 500 requests at 50 rps take 10 s, plus the ramp.
+    assert!(outcome.wall <= Duration::from_secs(14), "{outcome:?}");
+    assert!(outcome.limited_share() <= 0.02, "{outcome:?}");
+    assert_eq!(outcome.early, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_run_from_the_defaults_is_within_10_percent_of_the_floor() {
+    // `tests/bench/run.sh fleet`: 470 PIMS x 13 + 30 suppliers x 3 entities,
+    // one page each, 32 workers, a hidden 50 rps bucket of 50; ~30 ms of
+    // decoding and writing between two pages of a worker.
+    let scenario = Scenario {
+        name: "fleet".into(),
+        limits: bucket(50, 50),
+        sustainable_rps: 50.0,
+        client: RateConfig::default(),
+        workers: 32,
+        requests: 6200,
+        service: Duration::from_millis(3),
+        think: Duration::from_millis(30),
+    };
+    let outcome = simulate(&scenario).await;
+    let floor = outcome.ok as f64 / 50.0;
+    let over = outcome.wall.as_secs_f64() / floor;
+    eprintln!(
+        "fleet: {outcome:?}, +{:.1}% over the floor",
+        (over - 1.0) * 100.0
+    );
+    assert!(over <= 1.10, "{outcome:?}");
+    assert!(outcome.limited_share() <= 0.02, "{outcome:?}");
+    assert_eq!(outcome.early, 0);
 }
 
 use std::sync::atomic::Ordering::Relaxed;
 
-#[tokio::test(start_paused = true)]
-async fn a_fleet_run_from_the_defaults_is_within_10_percent_of_the_floor() {
-    // 470 PIMS x 13 + 30 suppliers x 3 entities, one page each.
-    let requests = 6200;
-    let show = |name: &str, run: &FleetRun| {
-        let floor = run.ok as f64 / 50.0;
-        let wall = run.wall.as_secs_f64();
-        eprintln!(
-            "{name}: wall {wall:.1}s, floor {floor:.1}s (+{:.1}%), {} of {} answered 429 ({:.2}%)",
-            (wall / floor - 1.0) * 100.0,
-            run.limited,
-            run.ok + run.limited,
-            run.limited as f64 / (run.ok + run.limited) as f64 * 100.0
-        );
-        (
-            wall / floor,
-            run.limited as f64 / (run.ok + run.limited) as f64,
-        )
-    };
-    let plain_aimd = RateConfig {
-        slow_start_factor: 1.0,
-        increase_fraction: 0.0,
-        ..RateConfig::default()
-    };
-    show("additive only", &simulate_fleet(plain_aimd, requests).await);
-    let run = simulate_fleet(RateConfig::default(), requests).await;
-    let (over_floor, limited_share) = show("defaults", &run);
-    assert!(over_floor <= 1.10, "{run:?}");
-    assert!(limited_share <= 0.02, "{run:?}");
-    assert_eq!(run.early, 0);
-}
+use syncvet_emulator::{Gateway, GatewayLimits};

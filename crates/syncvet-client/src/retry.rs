@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use rand::Rng;
 
 use crate::config::RetryConfig;
+use crate::error::ClientError;
 
 /// Exponential backoff with "equal jitter": the n-th wait is drawn from
 /// `[d/2, d)` with `d = initial × 2ⁿ` capped at the maximum, so waits grow
@@ -36,7 +37,24 @@ impl Backoff {
     }
 }
 
-/// Reads a `Retry-After` value: delta-seconds or an HTTP date. A date in the
+/// Sleeps for `delay` unless that would end past `deadline`: then fails at
+/// once, naming what was being waited for, instead of sleeping into it.
+pub(crate) async fn sleep_within(
+    deadline: Option<tokio::time::Instant>,
+    delay: Duration,
+    during: &str,
+) -> Result<(), ClientError> {
+    if deadline.is_some_and(|d| tokio::time::Instant::now() + delay > d) {
+        return Err(ClientError::DeadlineExceeded {
+            during: during.to_string(),
+        });
+    }
+    tokio::time::sleep(delay).await;
+    Ok(())
+}
+
+/// Reads a `Retry-After` value: delta-seconds or an HTTP date in any of the
+/// three formats HTTP allows (IMF-fixdate, RFC 850, asctime). A date in the
 /// past gives zero (the caller turns that into its minimum pause); an
 /// unparsable value gives `None`.
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
@@ -50,8 +68,16 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
             .is_finite()
             .then(|| Duration::from_secs_f64(secs.max(0.0)));
     }
-    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let at = SystemTime::from(date.with_timezone(&chrono::Utc));
+    // httpdate reads the three HTTP formats but only with `GMT`; RFC 2822
+    // stays as the fallback because some servers send a numeric offset
+    // (`+0000`), which was accepted before and costs nothing to keep.
+    let at = match httpdate::parse_http_date(value) {
+        Ok(at) => at,
+        Err(_) => {
+            let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+            SystemTime::from(date.with_timezone(&chrono::Utc))
+        }
+    };
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
@@ -88,16 +114,45 @@ mod tests {
     fn retry_after_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
         assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:49 GMT", now),
+            parse_retry_after("1.5", now),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_retry_after("-3", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("-0.5", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+
+        // The three date formats of RFC 9110 section 5.6.7, 12 s ahead.
+        for ahead in [
+            "Sun, 06 Nov 1994 08:49:49 GMT",  // IMF-fixdate
+            "Sunday, 06-Nov-94 08:49:49 GMT", // RFC 850
+            "Sun Nov  6 08:49:49 1994",       // asctime
+        ] {
+            assert_eq!(
+                parse_retry_after(ahead, now),
+                Some(Duration::from_secs(12)),
+                "{ahead}"
+            );
+        }
+        // The same formats in the past: no wait.
+        for past in [
+            "Sun, 06 Nov 1994 08:00:00 GMT",
+            "Sunday, 06-Nov-94 08:00:00 GMT",
+            "Sun Nov  6 08:00:00 1994",
+        ] {
+            assert_eq!(parse_retry_after(past, now), Some(Duration::ZERO), "{past}");
+        }
+        // A numeric offset is not HTTP but is still read (RFC 2822).
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 09:49:49 +0100", now),
             Some(Duration::from_secs(12))
         );
         assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
-            Some(Duration::ZERO)
+            parse_retry_after("Sun, 06 Nov 1994 25:00:00 GMT", now),
+            None
         );
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("-3", now), Some(Duration::ZERO));
     }
 }

@@ -1,7 +1,8 @@
 //! The routes: the API (`/api/practices`, `/api/batch/…`), the token
 //! endpoint and the admin endpoints, with the checks every API request goes
-//! through in the contract's order: authentication (401), rate limit (429),
-//! latency, injected faults (drop, 500, 503, 408), then the request itself.
+//! through in the contract's order: authentication (401), the gateway's
+//! limits (429: concurrency, window, token bucket), latency, injected faults
+//! (drop, 500, 503, 408), then the request itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,11 +18,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::NaiveDate;
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::auth;
+use crate::limits::InFlight;
 use crate::page::{self, TokenProblem};
 use crate::sources::{self, parse_source_id};
-use crate::state::{Settings, Shared};
+use crate::state::{Pause, Settings, Shared};
 use crate::stats::Fault;
 use crate::{EmulatorError, record_count};
 
@@ -86,8 +89,15 @@ fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     response
 }
 
-/// The checks before an API request is served; `Err` is the response to send.
-async fn admit(shared: &Shared, settings: &Settings, headers: &HeaderMap) -> Result<(), Response> {
+/// The checks before an API request is served; `Err` is the response to
+/// send. `Ok` is the gateway's guard of the request: the handler holds it
+/// until its response is built, so that it counts as in flight (latency
+/// included) for the concurrency cap.
+async fn admit(
+    shared: &Shared,
+    settings: &Settings,
+    headers: &HeaderMap,
+) -> Result<InFlight, Response> {
     let config = &settings.config;
     let client = auth::verify(shared.token_key, headers, shared.now_ms()).map_err(|problem| {
         let mut response = error(StatusCode::UNAUTHORIZED, "Unauthorized", problem.message());
@@ -96,22 +106,30 @@ async fn admit(shared: &Shared, settings: &Settings, headers: &HeaderMap) -> Res
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         response
     })?;
-    {
-        let now = shared.now_ms();
-        let mut deadlines = shared
-            .retry_not_before
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if deadlines
+    let arrival = Instant::now();
+    let grace = Duration::from_millis(config.early_retry_grace_ms);
+    let admitted = {
+        let mut pauses = shared.pauses.lock().unwrap_or_else(|e| e.into_inner());
+        if pauses
             .get(&client)
-            .is_some_and(|&not_before| now < not_before)
+            .is_some_and(|pause| pause.is_early(arrival, grace))
         {
             shared.counters.early_retries.fetch_add(1, Relaxed);
         }
-        if let Some(limiter) = &settings.limiter
-            && limiter.check_key(&client).is_err()
-        {
-            deadlines.insert(client, now + config.retry_after_secs * 1000);
+        let admitted = settings.gateway.admit(&client);
+        if let Err(limited) = admitted {
+            let last = pauses.get(&client).copied();
+            pauses.insert(
+                client,
+                Pause::after(last, Instant::now(), limited.retry_after),
+            );
+        }
+        admitted
+    };
+    let in_flight = match admitted {
+        Ok(in_flight) => in_flight,
+        Err(limited) => {
+            shared.counters.limited(limited.kind);
             let mut response = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequests",
@@ -119,11 +137,11 @@ async fn admit(shared: &Shared, settings: &Settings, headers: &HeaderMap) -> Res
             );
             response.headers_mut().insert(
                 header::RETRY_AFTER,
-                HeaderValue::from(config.retry_after_secs),
+                HeaderValue::from(limited.retry_after.as_secs()),
             );
             return Err(response);
         }
-    }
+    };
     if config.latency_ms > 0 {
         let jitter = shared.roll(config.seed) * 2.0;
         shared.counters.fault(Fault::Latency);
@@ -167,7 +185,7 @@ async fn admit(shared: &Shared, settings: &Settings, headers: &HeaderMap) -> Res
             });
         }
     }
-    Ok(())
+    Ok(in_flight)
 }
 
 fn page_size(query: &HashMap<String, String>, max: u32) -> Result<u64, Refusal> {
@@ -240,9 +258,10 @@ async fn practices(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let settings = shared.settings();
-    if let Err(response) = admit(&shared, &settings, &headers).await {
-        return response;
-    }
+    let _in_flight = match admit(&shared, &settings, &headers).await {
+        Ok(in_flight) => in_flight,
+        Err(response) => return response,
+    };
     let query = match query {
         Ok(Query(q)) => q,
         Err(rejection) => return bad_query(rejection),
@@ -280,9 +299,10 @@ async fn batch(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let settings = shared.settings();
-    if let Err(response) = admit(&shared, &settings, &headers).await {
-        return response;
-    }
+    let _in_flight = match admit(&shared, &settings, &headers).await {
+        Ok(in_flight) => in_flight,
+        Err(response) => return response,
+    };
     let config = &settings.config;
     if config.forbidden_sources.contains(&practice_id) {
         return error(

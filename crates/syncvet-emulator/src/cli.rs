@@ -66,9 +66,25 @@ pub struct Switches {
     /// Bucket size of the rate limit (0 = rate_limit_rps).
     #[arg(long)]
     pub burst: Option<u32>,
-    /// Retry-After seconds sent with a 429.
+    /// Retry-After seconds sent with a bucket or concurrency 429 (at least 1).
     #[arg(long)]
     pub retry_after_secs: Option<u64>,
+    /// Window limit: calls per client id per window (0 = none).
+    #[arg(long)]
+    pub window_calls: Option<u32>,
+    /// Window length, seconds.
+    #[arg(long)]
+    pub window_secs: Option<u64>,
+    /// Sliding (trailing) window instead of fixed windows (`--window-sliding`
+    /// alone = true).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub window_sliding: Option<bool>,
+    /// Cap on API requests in flight per client id (0 = none).
+    #[arg(long)]
+    pub max_concurrent_requests: Option<u32>,
+    /// Milliseconds after a 429 before a request counts as an early retry.
+    #[arg(long)]
+    pub early_retry_grace_ms: Option<u64>,
     /// Lifetime of issued tokens, seconds.
     #[arg(long)]
     pub token_ttl_secs: Option<u64>,
@@ -138,6 +154,11 @@ impl Switches {
             rate_limit_rps,
             burst,
             retry_after_secs,
+            window_calls,
+            window_secs,
+            window_sliding,
+            max_concurrent_requests,
+            early_retry_grace_ms,
             token_ttl_secs,
             error_rate_500,
             error_rate_503,
@@ -260,6 +281,46 @@ mod tests {
         assert_eq!(config.forbidden_sources, vec!["p-0001", "p-0002"]);
         assert_eq!(config.client_secret, "s3cret");
         assert!(!format!("{:?}", cli.args).contains("s3cret"));
+    }
+
+    #[test]
+    fn limit_flags_set_their_switches() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--window-calls",
+            "30",
+            "--window-secs",
+            "10",
+            "--window-sliding",
+            "--max-concurrent-requests",
+            "4",
+            "--early-retry-grace-ms",
+            "250",
+        ])
+        .unwrap();
+        let config = cli.args.load().unwrap();
+        assert_eq!(
+            (
+                config.window_calls,
+                config.window_secs,
+                config.window_sliding,
+                config.max_concurrent_requests,
+                config.early_retry_grace_ms
+            ),
+            (30, 10, true, 4, 250)
+        );
+        let cli = Cli::try_parse_from(["x", "--window-sliding", "false"]).unwrap();
+        assert!(!cli.args.load().unwrap().window_sliding);
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert!(!cli.args.load().unwrap().window_sliding);
+        let cli = Cli::try_parse_from(["x", "--window-calls", "3", "--window-secs", "0"]).unwrap();
+        assert!(
+            cli.args
+                .load()
+                .unwrap_err()
+                .to_string()
+                .contains("window_secs")
+        );
     }
 
     #[test]

@@ -37,9 +37,31 @@ pub struct EmulatorConfig {
     /// Bucket size of the rate limit; 0 = the same as `rate_limit_rps`.
     #[serde(default)]
     pub burst: u32,
-    /// The `Retry-After` (seconds) sent with a 429.
+    /// The `Retry-After` (seconds) sent with a 429 of the token bucket or
+    /// of the concurrency cap (at least 1 is sent).
     #[serde(default = "default_retry_after_secs")]
     pub retry_after_secs: u64,
+    /// Window limit: at most this many calls per client id per
+    /// `window_secs`; 0 = no window limit.
+    #[serde(default)]
+    pub window_calls: u32,
+    /// Length of the window of `window_calls`, in seconds.
+    #[serde(default = "default_window_secs")]
+    pub window_secs: u64,
+    /// `false`: fixed windows aligned to the emulator's start (or to the
+    /// last change of a limit switch); a 429's `Retry-After` is the rest of
+    /// the window, rounded up. `true`: a trailing window; `Retry-After` is
+    /// the time until its oldest call leaves it, rounded up.
+    #[serde(default)]
+    pub window_sliding: bool,
+    /// Cap on the API requests in flight per client id; 0 = none.
+    #[serde(default)]
+    pub max_concurrent_requests: u32,
+    /// A request is an early retry only if it arrived more than this many
+    /// milliseconds after the 429 was sent (before that, the client could
+    /// not have seen it).
+    #[serde(default = "default_early_retry_grace_ms")]
+    pub early_retry_grace_ms: u64,
     /// `expires_in` of issued tokens, in seconds; expired tokens get 401.
     #[serde(default = "default_token_ttl_secs")]
     pub token_ttl_secs: u64,
@@ -116,6 +138,12 @@ fn default_spread() -> f64 {
 fn default_retry_after_secs() -> u64 {
     1
 }
+fn default_window_secs() -> u64 {
+    60
+}
+fn default_early_retry_grace_ms() -> u64 {
+    100
+}
 fn default_token_ttl_secs() -> u64 {
     3599
 }
@@ -143,6 +171,11 @@ impl Default for EmulatorConfig {
             rate_limit_rps: 0,
             burst: 0,
             retry_after_secs: default_retry_after_secs(),
+            window_calls: 0,
+            window_secs: default_window_secs(),
+            window_sliding: false,
+            max_concurrent_requests: 0,
+            early_retry_grace_ms: default_early_retry_grace_ms(),
             token_ttl_secs: default_token_ttl_secs(),
             error_rate_500: 0.0,
             error_rate_503: 0.0,
@@ -175,6 +208,11 @@ impl fmt::Debug for EmulatorConfig {
             .field("rate_limit_rps", &self.rate_limit_rps)
             .field("burst", &self.burst)
             .field("retry_after_secs", &self.retry_after_secs)
+            .field("window_calls", &self.window_calls)
+            .field("window_secs", &self.window_secs)
+            .field("window_sliding", &self.window_sliding)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("early_retry_grace_ms", &self.early_retry_grace_ms)
             .field("token_ttl_secs", &self.token_ttl_secs)
             .field("error_rate_500", &self.error_rate_500)
             .field("error_rate_503", &self.error_rate_503)
@@ -208,7 +246,7 @@ impl EmulatorConfig {
     }
 
     /// Checks the values a user can get wrong (rates outside 0..=1, a fault
-    /// mix above 1, a zero page size, a spread below 1).
+    /// mix above 1, a zero page size, a spread below 1, a window of 0 s).
     pub fn validate(&self) -> Result<(), EmulatorError> {
         let invalid = |key: &str, problem: &str| {
             Err(EmulatorError::InvalidSetting {
@@ -237,6 +275,9 @@ impl EmulatorConfig {
         }
         if !(self.spread >= 1.0 && self.spread.is_finite()) {
             return invalid("spread", "must be a finite ratio of at least 1.0");
+        }
+        if self.window_calls > 0 && self.window_secs == 0 {
+            return invalid("window_secs", "must be at least 1 when window_calls is set");
         }
         if self.max_page_size == 0 {
             return invalid("max_page_size", "must be at least 1");
@@ -331,6 +372,53 @@ mod tests {
     }
 
     #[test]
+    fn limit_switches_default_patch_and_validate() {
+        let base = EmulatorConfig::default();
+        assert_eq!(
+            (
+                base.window_calls,
+                base.window_secs,
+                base.window_sliding,
+                base.max_concurrent_requests,
+                base.early_retry_grace_ms
+            ),
+            (0, 60, false, 0, 100)
+        );
+        let next = base
+            .patched(&serde_json::json!({
+                "window_calls": 10, "window_secs": 5, "window_sliding": true,
+                "max_concurrent_requests": 4, "early_retry_grace_ms": 250
+            }))
+            .unwrap();
+        assert_eq!(
+            (
+                next.window_calls,
+                next.window_secs,
+                next.window_sliding,
+                next.max_concurrent_requests,
+                next.early_retry_grace_ms
+            ),
+            (10, 5, true, 4, 250)
+        );
+        let err = base
+            .patched(&serde_json::json!({"window_calls": 10, "window_secs": 0}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("window_secs"), "{err}");
+        assert!(base.patched(&serde_json::json!({"window_secs": 0})).is_ok());
+        let shown = format!("{next:?}");
+        assert!(
+            shown.contains("window_sliding: true") && shown.contains("early_retry_grace_ms: 250"),
+            "{shown}"
+        );
+        let toml = EmulatorConfig::from_toml("window_calls = 3\nwindow_sliding = true\n").unwrap();
+        assert_eq!(
+            (toml.window_calls, toml.window_secs, toml.window_sliding),
+            (3, 60, true)
+        );
+    }
+
+    #[test]
     fn every_contract_switch_is_a_key() {
         let keys = EmulatorConfig::keys();
         for key in [
@@ -341,6 +429,11 @@ mod tests {
             "rate_limit_rps",
             "burst",
             "retry_after_secs",
+            "window_calls",
+            "window_secs",
+            "window_sliding",
+            "max_concurrent_requests",
+            "early_retry_grace_ms",
             "token_ttl_secs",
             "error_rate_500",
             "error_rate_503",

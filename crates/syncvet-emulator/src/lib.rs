@@ -33,15 +33,26 @@
 //!   `Content-Length`, sends half the body, and closes.
 //! - **Switches swap whole.** The configuration in force is an
 //!   `Arc<EmulatorConfig>` replaced at once by an admin patch; requests in
-//!   flight keep the one they started with. The hidden rate limit is a
-//!   governor keyed token bucket per client id.
+//!   flight keep the one they started with.
+//! - **A gateway's limits, each a switch** ([`limits`] module, pure of
+//!   HTTP and driven by tokio's clock, so paused-clock tests can use a
+//!   [`Gateway`] directly): a token bucket (`governor`, per client id;
+//!   `rate_limit_rps`, `burst`), N calls per T seconds in fixed windows
+//!   aligned to the start (`Retry-After` = the rest of the window, rounded
+//!   up, as Azure API Management sends) or in a sliding window
+//!   (`window_calls`, `window_secs`, `window_sliding`), and a cap on
+//!   requests in flight per client (`max_concurrent_requests`). Every limit
+//!   set applies; refusals consume nothing. The stats count 429s by kind
+//!   (`rate_limited_by`) and early retries: requests that arrive after the
+//!   client could have seen a 429 (`early_retry_grace_ms` after it was
+//!   sent) and before its `Retry-After` has passed (see [`Stats`]).
 //! - **Continuation tokens** are `{offset}-{issued}-{check}` in hex; with
 //!   `continuation_ttl_secs = 0` they are a pure function of the position
 //!   (and [`continuation_token`] computes them); with a TTL they carry their
 //!   issue time, so two reads of a page then differ in the token only.
 //!
-//! Order of checks for an API request: authentication (401), rate limit
-//! (429, `Retry-After`), latency, injected faults (drop, 500, 503, 408),
+//! Order of checks for an API request: authentication (401), the limits
+//! (429 with `Retry-After`: concurrency, window, token bucket), latency, injected faults (drop, 500, 503, 408),
 //! then 403 forbidden source, 404 unknown source, 400 bad entity / date /
 //! page size / continuation token, 202 not ready, 200 (maybe truncated).
 //! The token and admin endpoints get no faults. See the crate's README for
@@ -54,6 +65,7 @@ mod config;
 mod error;
 mod hash;
 mod json;
+pub mod limits;
 mod page;
 mod plan;
 mod records;
@@ -64,6 +76,7 @@ mod stats;
 
 pub use config::EmulatorConfig;
 pub use error::EmulatorError;
+pub use limits::{Gateway, GatewayLimits, InFlight, LimitKind, Limited};
 pub use page::continuation_token;
 pub use records::DRIFT_KEYS;
 pub use server::RunningEmulator;

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::LimitKind;
+
 /// A snapshot of the emulator's counters, in the contract's stats shape.
 ///
 /// Requests to `/__admin/…` are not counted.
@@ -20,11 +22,26 @@ pub struct Stats {
     pub faults: BTreeMap<String, u64>,
     /// Access tokens issued.
     pub tokens_issued: u64,
-    /// Requests that arrived from a client before the `Retry-After` of the
-    /// last 429 it was given had passed.
+    /// API requests that arrived from a client after it could have seen a
+    /// 429 and before that 429's `Retry-After` had passed.
+    ///
+    /// Per client the emulator keeps its current pause: `sent_at`, when the
+    /// first 429 of the pause was sent, and `deadline`, the latest
+    /// `sent_at + Retry-After` over the 429s of the pause (a 429 sent at or
+    /// after the deadline starts a new pause). A request arriving at
+    /// `arrival` is early iff
+    /// `sent_at + early_retry_grace_ms < arrival < deadline`: requests
+    /// already in flight when the 429 was sent, and those arriving within
+    /// the grace (sent before the client could have read the 429), are not
+    /// blamed.
     pub early_retries: u64,
     /// 429 responses sent (the same as `by_status["429"]`).
     pub rate_limited: u64,
+    /// 429 responses by the limit that refused: `token_bucket`,
+    /// `fixed_window`, `sliding_window`, `concurrency` (every kind listed,
+    /// 0 included); they add up to `rate_limited`.
+    #[serde(default)]
+    pub rate_limited_by: BTreeMap<String, u64>,
     /// 202 (batch not ready) responses sent.
     pub not_ready: u64,
     /// Records in the 200 batch pages sent.
@@ -59,6 +76,7 @@ pub(crate) struct Counters {
     faults: [AtomicU64; 6],
     pub tokens_issued: AtomicU64,
     pub early_retries: AtomicU64,
+    rate_limited_by: [AtomicU64; 4],
     pub not_ready: AtomicU64,
     pub records_served: AtomicU64,
     pub dirty_records_served: AtomicU64,
@@ -74,6 +92,7 @@ impl Default for Counters {
             faults: Default::default(),
             tokens_issued: AtomicU64::new(0),
             early_retries: AtomicU64::new(0),
+            rate_limited_by: Default::default(),
             not_ready: AtomicU64::new(0),
             records_served: AtomicU64::new(0),
             dirty_records_served: AtomicU64::new(0),
@@ -92,6 +111,10 @@ impl Counters {
 
     pub(crate) fn fault(&self, fault: Fault) {
         self.faults[fault as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn limited(&self, kind: LimitKind) {
+        self.rate_limited_by[kind.index()].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -115,6 +138,11 @@ impl Counters {
                 .collect(),
             tokens_issued: self.tokens_issued.load(Relaxed),
             early_retries: self.early_retries.load(Relaxed),
+            rate_limited_by: LimitKind::ALL
+                .iter()
+                .zip(&self.rate_limited_by)
+                .map(|(kind, n)| (kind.name().to_owned(), n.load(Relaxed)))
+                .collect(),
             not_ready: self.not_ready.load(Relaxed),
             records_served: self.records_served.load(Relaxed),
             dirty_records_served: self.dirty_records_served.load(Relaxed),

@@ -5,6 +5,7 @@
 //! names them); 130 interrupted by SIGINT/SIGTERM.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -45,9 +46,15 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Sync one batch date (default: yesterday in each source's time zone).
+    /// Sync the recent batch dates that are not in the lake yet, or one date.
+    ///
+    /// Without --date: the last `sync.catch_up_days` (default 7) dates up to
+    /// today - `sync.lag_days` in each source's time zone; partitions already
+    /// in the lake are skipped, so a night that was missed or failed is
+    /// completed by the next run. With --force and no --date only the latest
+    /// date is rewritten (rewrite more with `backfill --force`).
     Run {
-        /// The batch date (YYYY-MM-DD).
+        /// Only this batch date (YYYY-MM-DD), instead of the catch-up window.
         #[arg(long)]
         date: Option<NaiveDate>,
         #[command(flatten)]
@@ -93,7 +100,8 @@ struct Filters {
     /// Only this entity; repeatable.
     #[arg(long = "entity")]
     entities: Vec<String>,
-    /// Rewrite partitions that are already in the lake.
+    /// Rewrite partitions that are already in the lake (`run` without
+    /// --date: only the latest date's).
     #[arg(long)]
     force: bool,
     /// Take one slice of the sources, INDEX/COUNT (the rate budget is divided by COUNT).
@@ -147,7 +155,11 @@ async fn run(cli: Cli) -> ExitCode {
     let shutdown = shutdown_on_signals();
 
     let (dates, filters, command) = match command {
-        Command::Run { date, filters } => (Dates::Single(date), filters, "run"),
+        Command::Run { date, filters } => {
+            let catch_up_days = runner.config().sync.catch_up_days;
+            let dates = Dates::for_run(date, filters.force, catch_up_days);
+            (dates, filters, "run")
+        }
         Command::Backfill { from, to, filters } => (Dates::Range(from, to), filters, "backfill"),
         Command::Daemon => {
             if let Err(e) = runner.check_auth().await {
@@ -286,11 +298,38 @@ fn shutdown_on_signals() -> CancellationToken {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = colour_logs(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Whether log lines carry ANSI colour: only on a terminal, since journald,
+/// `kubectl logs` and log files show the escape codes as `^[[2m` noise; and
+/// never when `NO_COLOR` is set to anything non-empty (<https://no-color.org>).
+fn colour_logs(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour_logs;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour_logs(true, None));
+        assert!(colour_logs(true, Some(OsStr::new(""))));
+        assert!(!colour_logs(true, Some(OsStr::new("1"))));
+        assert!(!colour_logs(false, None));
+        assert!(!colour_logs(false, Some(OsStr::new("1"))));
     }
 }

@@ -24,6 +24,11 @@ const LIST_KEYS: &[&str] = &[
     "emulator.settings.forbidden_sources",
 ];
 
+/// Keys that moved (old dotted name, new one). A config that still sets an
+/// old key is refused with both names: `deny_unknown_fields` alone would say
+/// "unknown field" and leave the user to guess where the setting went.
+const MOVED_KEYS: &[(&str, &str)] = &[("schedule.catch_up_days", "sync.catch_up_days")];
+
 /// The whole configuration. Each section belongs to the crate that uses it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,10 +72,17 @@ pub struct SyncConfig {
     /// Pages fetched ahead of the one being decoded and written, per partition.
     #[serde(default = "default_pages_in_flight")]
     pub pages_in_flight: usize,
-    /// `run` without `--date` syncs the batch of (today - `lag_days`) in
-    /// each source's time zone.
+    /// The latest batch date a sync without explicit dates covers is
+    /// (today - `lag_days`) in each source's time zone.
     #[serde(default = "default_lag_days")]
     pub lag_days: u32,
+    /// `run` without `--date`, and every daemon sync, cover the last this
+    /// many batch dates up to (today - `lag_days`); partitions already in
+    /// the lake are skipped, so a missed or failed night is completed by the
+    /// next run at the cost of one cheap lookup per date. 1: only the latest
+    /// date. At least 1.
+    #[serde(default = "default_catch_up_days")]
+    pub catch_up_days: u32,
     /// The time zone of a source that the API gives none for (IANA name).
     #[serde(default = "default_timezone")]
     pub default_timezone: String,
@@ -93,10 +105,6 @@ pub struct ScheduleConfig {
     /// The IANA time zone the cron expression is read in.
     #[serde(default = "default_timezone")]
     pub timezone: String,
-    /// At start, the daemon syncs up to this many past batch dates that are
-    /// not done yet (0: only the scheduled runs).
-    #[serde(default = "default_catch_up_days")]
-    pub catch_up_days: u32,
 }
 
 /// The daemon's HTTP endpoint.
@@ -169,6 +177,7 @@ impl Default for SyncConfig {
             entity_concurrency: default_entity_concurrency(),
             pages_in_flight: default_pages_in_flight(),
             lag_days: default_lag_days(),
+            catch_up_days: default_catch_up_days(),
             default_timezone: default_timezone(),
             run_deadline_secs: default_run_deadline_secs(),
             catalog_dir: None,
@@ -181,7 +190,6 @@ impl Default for ScheduleConfig {
         ScheduleConfig {
             cron: default_cron(),
             timezone: default_timezone(),
-            catch_up_days: default_catch_up_days(),
         }
     }
 }
@@ -231,6 +239,7 @@ impl Config {
                 key: String::new(),
                 problem: e.to_string(),
             })?;
+        refuse_moved_keys(&tree)?;
         let config: Config =
             serde_path_to_error::deserialize(tree).map_err(|e| RunnerError::Config {
                 key: e.path().to_string(),
@@ -260,6 +269,12 @@ impl Config {
         if self.sync.pages_in_flight == 0 {
             return bad("sync.pages_in_flight", "must be at least 1".into());
         }
+        if self.sync.catch_up_days == 0 {
+            return bad(
+                "sync.catch_up_days",
+                "must be at least 1 (1: only the latest batch date)".into(),
+            );
+        }
         parse_timezone("sync.default_timezone", &self.sync.default_timezone)?;
         let timezone = parse_timezone("schedule.timezone", &self.schedule.timezone)?;
         validate_cron(&self.schedule.cron, timezone)?;
@@ -271,6 +286,25 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Refuses a config (file or environment) that still sets a key of
+/// [`MOVED_KEYS`], naming where it went.
+fn refuse_moved_keys(tree: &serde_json::Value) -> Result<(), RunnerError> {
+    for (old, new) in MOVED_KEYS {
+        let present = old
+            .split('.')
+            .try_fold(tree, |node, part| node.get(part))
+            .is_some();
+        if present {
+            let env = format!("{ENV_PREFIX}__{}", new.replace('.', "__").to_uppercase());
+            return Err(RunnerError::config(
+                old,
+                format!("`{old}` moved to `{new}` (environment: {env}); set it there instead"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// An IANA time zone name, or a config error naming `key`.
@@ -318,7 +352,7 @@ mod tests {
         let config = Config::load(None, HashMap::new()).unwrap();
         assert!(config.emulator.enabled);
         assert_eq!(config.lake.url, "./lake");
-        assert_eq!(config.schedule.catch_up_days, 7);
+        assert_eq!(config.sync.catch_up_days, 7);
     }
 
     #[test]
@@ -382,5 +416,31 @@ mod tests {
             &[("SYNCVET_ETL__SCHEDULE__TIMEZONE", "Mars/Olympus")],
         );
         assert_eq!(key, "schedule.timezone");
+
+        let (key, problem) = error_of(DEFAULT_CONFIG, &[("SYNCVET_ETL__SYNC__CATCH_UP_DAYS", "0")]);
+        assert_eq!(key, "sync.catch_up_days");
+        assert!(problem.contains("at least 1"), "{problem}");
+    }
+
+    #[test]
+    fn the_moved_catch_up_key_names_its_new_place() {
+        let in_file = DEFAULT_CONFIG.replace("[schedule]\n", "[schedule]\ncatch_up_days = 3\n");
+        assert_ne!(in_file, DEFAULT_CONFIG);
+        let in_env = [("SYNCVET_ETL__SCHEDULE__CATCH_UP_DAYS", "3")];
+        for (text, pairs) in [(in_file.as_str(), &[][..]), (DEFAULT_CONFIG, &in_env[..])] {
+            let (key, problem) = error_of(text, pairs);
+            let message = RunnerError::Config { key, problem }.to_string();
+            assert!(
+                message.contains("`schedule.catch_up_days` moved to `sync.catch_up_days`"),
+                "{message}"
+            );
+            assert!(
+                message.contains("SYNCVET_ETL__SYNC__CATCH_UP_DAYS"),
+                "{message}"
+            );
+        }
+
+        let moved = Config::load(None, env(&[("SYNCVET_ETL__SYNC__CATCH_UP_DAYS", "3")])).unwrap();
+        assert_eq!(moved.sync.catch_up_days, 3);
     }
 }

@@ -27,7 +27,7 @@ struct Daemon {
 }
 
 /// Runs until `shutdown`: a catch-up sync at start, then one per cron tick,
-/// each covering the last `catch_up_days` batch dates (done partitions are
+/// each covering the last `sync.catch_up_days` batch dates (done partitions are
 /// skipped, so a missed or partly failed night is completed by the next).
 pub async fn run_daemon(
     runner: Arc<Runner>,
@@ -101,7 +101,7 @@ impl Daemon {
         if self.shutdown.is_cancelled() {
             return;
         }
-        let days = self.runner.config().schedule.catch_up_days.max(1);
+        let days = self.runner.config().sync.catch_up_days.max(1);
         let request = SyncRequest {
             command: "daemon",
             dates: Dates::Recent { days },

@@ -28,12 +28,13 @@ pub struct Source {
 /// Which batch dates a run covers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Dates {
-    /// One date for every source; `None`: today minus `lag_days` in each source's time zone.
-    Single(Option<NaiveDate>),
+    /// One date for every source (`run --date`).
+    Single(NaiveDate),
     /// Every date from the first to the last, both included.
     Range(NaiveDate, NaiveDate),
     /// The last `days` dates up to today minus `lag_days`, in each source's
-    /// time zone: what the daemon syncs, so a missed night is caught up.
+    /// time zone: what `run` without `--date` and the daemon sync, so a
+    /// missed night is caught up (done partitions are skipped).
     Recent {
         /// How many dates, at least 1.
         days: u32,
@@ -41,11 +42,24 @@ pub enum Dates {
 }
 
 impl Dates {
+    /// The dates of `run`: `--date` when given; else the last
+    /// `catch_up_days`, or with `--force` only the latest one, because
+    /// rewriting a whole window every night would be a backfill nobody
+    /// asked for (`backfill --force` is the tool for that).
+    pub fn for_run(date: Option<NaiveDate>, force: bool, catch_up_days: u32) -> Dates {
+        match date {
+            Some(date) => Dates::Single(date),
+            None if force => Dates::Recent { days: 1 },
+            None => Dates::Recent {
+                days: catch_up_days.max(1),
+            },
+        }
+    }
+
     /// The dates for `source` at `now`.
     pub fn for_source(&self, source: &Source, now: DateTime<Utc>, lag_days: u32) -> Vec<NaiveDate> {
         match *self {
-            Dates::Single(Some(date)) => vec![date],
-            Dates::Single(None) => Dates::Recent { days: 1 }.for_source(source, now, lag_days),
+            Dates::Single(date) => vec![date],
             Dates::Recent { days } => {
                 let last = now.with_timezone(&source.time_zone).date_naive()
                     - Days::new(u64::from(lag_days));
@@ -216,18 +230,10 @@ mod tests {
         let chicago = source("a", chrono_tz::America::Chicago);
         let london = source("b", chrono_tz::Europe::London);
         let d = |s: &str| s.parse::<NaiveDate>().unwrap();
-        assert_eq!(
-            Dates::Single(None).for_source(&chicago, now, 1),
-            vec![d("2026-11-26")]
-        );
-        assert_eq!(
-            Dates::Single(None).for_source(&london, now, 1),
-            vec![d("2026-11-27")]
-        );
-        assert_eq!(
-            Dates::Single(None).for_source(&london, now, 0),
-            vec![d("2026-11-28")]
-        );
+        let latest = Dates::Recent { days: 1 };
+        assert_eq!(latest.for_source(&chicago, now, 1), vec![d("2026-11-26")]);
+        assert_eq!(latest.for_source(&london, now, 1), vec![d("2026-11-27")]);
+        assert_eq!(latest.for_source(&london, now, 0), vec![d("2026-11-28")]);
         assert_eq!(
             Dates::Range(d("2026-11-01"), d("2026-11-07"))
                 .for_source(&london, now, 1)
@@ -239,6 +245,46 @@ mod tests {
             recent,
             vec![d("2026-11-24"), d("2026-11-25"), d("2026-11-26")]
         );
+    }
+
+    #[test]
+    fn run_without_a_date_covers_the_catch_up_window_and_force_only_the_latest() {
+        // 03:00 UTC on the 28th: Chicago is on the 27th, London on the 28th.
+        let now = "2026-11-28T03:00:00Z".parse().unwrap();
+        let chicago = source("a", chrono_tz::America::Chicago);
+        let london = source("b", chrono_tz::Europe::London);
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let days = |from: &str, to: &str| Dates::Range(d(from), d(to)).for_source(&london, now, 1);
+
+        let run = Dates::for_run(None, false, 7);
+        assert_eq!(run, Dates::Recent { days: 7 });
+        assert_eq!(
+            run.for_source(&london, now, 1),
+            days("2026-11-21", "2026-11-27")
+        );
+        assert_eq!(
+            run.for_source(&chicago, now, 1),
+            days("2026-11-20", "2026-11-26")
+        );
+        assert_eq!(
+            run.for_source(&london, now, 2),
+            days("2026-11-20", "2026-11-26")
+        );
+
+        // --force without --date: the latest date only.
+        let forced = Dates::for_run(None, true, 7);
+        assert_eq!(forced.for_source(&london, now, 1), vec![d("2026-11-27")]);
+        assert_eq!(forced.for_source(&chicago, now, 1), vec![d("2026-11-26")]);
+
+        // --date wins, with or without --force.
+        for force in [false, true] {
+            assert_eq!(
+                Dates::for_run(Some(d("2026-10-03")), force, 7).for_source(&chicago, now, 1),
+                vec![d("2026-10-03")]
+            );
+        }
+        // A window of 0 is refused by the config; here it still means one date.
+        assert_eq!(Dates::for_run(None, false, 0), Dates::Recent { days: 1 });
     }
 
     #[test]
@@ -289,7 +335,7 @@ mod tests {
             },
         ];
         let d = "2026-11-27".parse().unwrap();
-        let plans = plan(&sources, &entities, Dates::Single(Some(d)), Utc::now(), 1).unwrap();
+        let plans = plan(&sources, &entities, Dates::Single(d), Utc::now(), 1).unwrap();
         assert_eq!(plans[0].jobs.len(), 13);
         assert_eq!(plans[1].jobs.len(), 3);
         assert!(
@@ -310,7 +356,7 @@ mod tests {
                 plan(
                     &[source(bad, chrono_tz::UTC)],
                     &entities,
-                    Dates::Single(Some(d)),
+                    Dates::Single(d),
                     Utc::now(),
                     1
                 )

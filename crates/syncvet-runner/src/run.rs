@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use syncvet_client::{ApiClient, Secret};
@@ -357,7 +357,7 @@ impl Runner {
         self.check_auth().await?;
         let request = SyncRequest {
             command: "validate",
-            dates: Dates::Single(None),
+            dates: Dates::Recent { days: 1 },
             practices: practice.map(|p| vec![p.to_owned()]).unwrap_or_default(),
             entities: Vec::new(),
             force: false,
@@ -378,7 +378,8 @@ impl Runner {
         };
         let names = &self.config.sync.entities;
         let mut results = Vec::new();
-        let date = Dates::Single(None).for_source(source, Utc::now(), self.config.sync.lag_days)[0];
+        let date =
+            Dates::Recent { days: 1 }.for_source(source, Utc::now(), self.config.sync.lag_days)[0];
         for entity in select_entities(&self.catalog, names)?
             .into_iter()
             .filter(|e| e.source == source.source_type)
@@ -403,7 +404,43 @@ impl Runner {
             };
             results.push((entity.name.clone(), outcome));
         }
+        let probed = select_entities(&self.catalog, names)?
+            .into_iter()
+            .find(|e| e.source == source.source_type);
+        if let Some(entity) = probed {
+            let outcome = self
+                .probe_continuation(&source.id, &entity.name, date)
+                .await;
+            results.push(("(continuation)".to_string(), outcome));
+        }
         Ok(results)
+    }
+
+    /// Reads the first two pages of one record each: a server that ignores
+    /// the continuation parameter serves the first page again, which the
+    /// page stream reports naming `api.params.continuation_token`.
+    async fn probe_continuation(
+        &self,
+        source: &str,
+        entity: &str,
+        date: NaiveDate,
+    ) -> Result<String, String> {
+        let mut stream = self.client.batch(source, entity, date).with_page_size(1);
+        let mut pages = 0;
+        while pages < 2 {
+            match stream.next().await {
+                Some(Ok(syncvet_client::PageEvent::Page(_))) => pages += 1,
+                Some(Ok(syncvet_client::PageEvent::Restarted)) => pages = 0,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => break,
+            }
+        }
+        Ok(match pages {
+            2 => format!(
+                "pages 1 and 2 of {source}/{entity}/{date} differ: the continuation token is followed"
+            ),
+            _ => format!("not checked: {source}/{entity}/{date} has fewer than two records"),
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! Servers that break the contract, on 127.0.0.1:0: a second 401, huge or
 //! endless bodies, items that are not an array, 503 with Retry-After.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -14,17 +15,21 @@ use syncvet_client::{ApiClient, ClientError, Secret};
 
 use crate::support::{config_for, date};
 
-struct Server {
-    base_url: String,
-    token_url: String,
-    tokens: Arc<AtomicU32>,
-    calls: Arc<AtomicU32>,
+pub(crate) struct Server {
+    pub(crate) base_url: String,
+    pub(crate) token_url: String,
+    pub(crate) tokens: Arc<AtomicU32>,
+    pub(crate) calls: Arc<AtomicU32>,
 }
 
-/// Serves a token endpoint and `batch/{p}/{e}` answered by `page(call_number)`.
-async fn serve<F>(page: F) -> Server
+/// The query parameters of a request.
+pub(crate) type Query = HashMap<String, String>;
+
+/// Serves a token endpoint and `batch/{p}/{e}` answered by
+/// `page(call_number, headers, query)`.
+pub(crate) async fn serve<F>(page: F) -> Server
 where
-    F: Fn(u32, &HeaderMap) -> Response + Clone + Send + Sync + 'static,
+    F: Fn(u32, &HeaderMap, &Query) -> Response + Clone + Send + Sync + 'static,
 {
     let tokens = Arc::new(AtomicU32::new(0));
     let calls = Arc::new(AtomicU32::new(0));
@@ -43,9 +48,9 @@ where
         )
         .route(
             "/api/batch/{practice}/{entity}",
-            get(move |headers: HeaderMap| {
+            get(move |headers: HeaderMap, query: axum::extract::Query<Query>| {
                 let n = c.fetch_add(1, Ordering::SeqCst);
-                let response = page(n, &headers);
+                let response = page(n, &headers, &query);
                 async move { response }
             }),
         );
@@ -60,13 +65,17 @@ where
     }
 }
 
-fn client_for(server: &Server, tune: impl FnOnce(&mut syncvet_client::ApiConfig)) -> ApiClient {
+pub(crate) fn client_for(
+    server: &Server,
+    tune: impl FnOnce(&mut syncvet_client::ApiConfig),
+) -> ApiClient {
     let mut config = config_for(&server.base_url, &server.token_url);
     tune(&mut config);
     ApiClient::new(&config, Secret::new("demo-secret")).unwrap()
 }
 
-fn page_json(body: &'static str) -> Response {
+pub(crate) fn page_json(body: impl Into<Body>) -> Response {
+    let body: Body = body.into();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -74,7 +83,7 @@ fn page_json(body: &'static str) -> Response {
 async fn a_second_401_is_fatal_after_one_refresh_with_a_new_token() {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
-    let server = serve(move |_, headers| {
+    let server = serve(move |_, headers, _| {
         log.lock()
             .unwrap()
             .push(headers[header::AUTHORIZATION].to_str().unwrap().to_string());
@@ -104,7 +113,7 @@ async fn a_second_401_is_fatal_after_one_refresh_with_a_new_token() {
 
 #[tokio::test]
 async fn a_401_then_success_refreshes_once() {
-    let server = serve(|n, _| {
+    let server = serve(|n, _, _| {
         if n == 0 {
             (StatusCode::UNAUTHORIZED, "{}").into_response()
         } else {
@@ -123,7 +132,7 @@ async fn a_401_then_success_refreshes_once() {
 #[tokio::test]
 async fn huge_or_endless_bodies_fail_cleanly() {
     // Announces 10 GB.
-    let server = serve(|_, _| {
+    let server = serve(|_, _, _| {
         Response::builder()
             .header(header::CONTENT_LENGTH, "10000000000")
             .body(Body::from_stream(futures::stream::repeat_with(|| {
@@ -145,7 +154,7 @@ async fn huge_or_endless_bodies_fail_cleanly() {
     );
 
     // Never ends, no length announced.
-    let server = serve(|_, _| {
+    let server = serve(|_, _, _| {
         Body::from_stream(futures::stream::repeat_with(|| {
             Ok::<_, std::io::Error>(bytes::Bytes::from_static(&[b' '; 65536]))
         }))
@@ -167,7 +176,8 @@ async fn huge_or_endless_bodies_fail_cleanly() {
 
 #[tokio::test]
 async fn items_must_be_an_array() {
-    let server = serve(|_, _| page_json(r#"{"items":{"id":"a"},"continuationToken":null}"#)).await;
+    let server =
+        serve(|_, _, _| page_json(r#"{"items":{"id":"a"},"continuationToken":null}"#)).await;
     let client = client_for(&server, |_| {});
     let err = client
         .batch("p-1", "patients", date())
@@ -181,7 +191,7 @@ async fn items_must_be_an_array() {
 
 #[tokio::test]
 async fn a_503_retry_after_is_honoured_and_failures_are_bounded() {
-    let server = serve(|n, _| {
+    let server = serve(|n, _, _| {
         if n == 0 {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -207,7 +217,7 @@ async fn a_503_retry_after_is_honoured_and_failures_are_bounded() {
     );
     assert_eq!((fetched.records, fetched.stats.retries), (2, 1));
 
-    let server = serve(|_, _| (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response()).await;
+    let server = serve(|_, _, _| (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response()).await;
     let client = client_for(&server, |c| c.retry.max_attempts = 3);
     let err = client
         .batch("p-1", "patients", date())
