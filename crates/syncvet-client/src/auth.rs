@@ -8,16 +8,16 @@
 //! 401s from concurrent workers costs one refresh, not one each.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rand::Rng;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::body::{describe_non_json, error_chain, read_body};
+use crate::body::{answer_headers, describe_non_json, error_chain, read_body};
 use crate::config::{ApiConfig, RetryConfig, Secret};
 use crate::error::ClientError;
-use crate::retry::{Backoff, parse_retry_after, sleep_within};
+use crate::retry::{Backoff, sleep_within};
 
 /// Token responses are small; anything bigger is not a token.
 const MAX_TOKEN_BODY_BYTES: u64 = 256 * 1024;
@@ -187,16 +187,7 @@ impl TokenCache {
             .await
             .map_err(|e| (error_chain(&e), None))?;
         let status = response.status();
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v: &http::HeaderValue| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let retry_after = header(http::header::RETRY_AFTER)
-            .and_then(|v| parse_retry_after(&v, SystemTime::now()));
-        let content_type = header(http::header::CONTENT_TYPE);
+        let (retry_after, content_type) = answer_headers(&response);
         let body = read_body(response, MAX_TOKEN_BODY_BYTES)
             .await
             .map_err(|e| (format!("reading the token response: {e:?}"), None))?;

@@ -50,6 +50,24 @@ pub(crate) async fn read_body(
     }
 }
 
+/// The headers a caller acts on: Retry-After (seconds or any HTTP date)
+/// and the content type.
+pub(crate) fn answer_headers(
+    response: &reqwest::Response,
+) -> (Option<std::time::Duration>, Option<String>) {
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+    };
+    (
+        header(http::header::RETRY_AFTER)
+            .and_then(|v| crate::retry::parse_retry_after(v, std::time::SystemTime::now())),
+        header(http::header::CONTENT_TYPE).map(str::to_owned),
+    )
+}
+
 /// An error with its sources, for messages (reqwest hides the cause).
 pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

@@ -2,16 +2,16 @@
 //! (governor, token, retries, 202 polling, 401 refresh, status mapping).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::auth::TokenCache;
-use bytes::Bytes;
 
 use crate::body::{
-    BodyError, Envelope, EnvelopeError, describe_non_json, error_chain, parse_envelope,
-    parse_error_body, read_body,
+    BodyError, Envelope, EnvelopeError, answer_headers, describe_non_json, error_chain,
+    parse_envelope, parse_error_body, read_body,
 };
 use crate::config::{ApiConfig, EnvelopeConfig, Secret};
 use crate::error::ClientError;
@@ -19,7 +19,7 @@ use crate::metrics::{Metrics, MetricsSnapshot, StreamStats};
 use crate::page_size::PageSizer;
 use crate::pages::{PageStream, Practice, Target};
 use crate::rate::RateGovernor;
-use crate::retry::{Backoff, parse_retry_after, sleep_within};
+use crate::retry::{Backoff, sleep_within};
 
 /// The SyncVet Consumer API client. Cheap to clone: every clone shares one
 /// token cache, one rate governor and one set of metrics (the API's limit
@@ -340,16 +340,7 @@ impl ApiClient {
             Err(e) => return Ok(Err(error_chain(&e))),
         };
         let status = response.status().as_u16();
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v: &http::HeaderValue| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let retry_after = header(http::header::RETRY_AFTER)
-            .and_then(|v| parse_retry_after(&v, SystemTime::now()));
-        let content_type = header(http::header::CONTENT_TYPE);
+        let (retry_after, content_type) = answer_headers(&response);
         match read_body(response, self.inner.config.max_body_bytes).await {
             Ok(body) => Ok(Ok(Answer {
                 status,
