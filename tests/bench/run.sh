@@ -20,9 +20,12 @@ cleanup() { [ -n "$EMU_PID" ] && kill "$EMU_PID" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
-cargo build --release --locked -q -p syncvet-etl -p syncvet-emulator
-ETL="$REPO/target/release/syncvet-etl"
-EMU="$REPO/target/release/syncvet-emulator"
+# SYNCVET_BENCH_BIN_DIR: use the binaries already there (e.g. target/debug
+# for the paced runs, which the limits pace, not the CPU) instead of a release build.
+BIN_DIR="${SYNCVET_BENCH_BIN_DIR:-$REPO/target/release}"
+[ -n "${SYNCVET_BENCH_BIN_DIR:-}" ] || cargo build --release --locked -q -p syncvet-etl -p syncvet-emulator
+ETL="$BIN_DIR/syncvet-etl"
+EMU="$BIN_DIR/syncvet-emulator"
 
 # start_emulator ARGS...: starts it on a free port, sets EMU_PID and EMU_URL.
 start_emulator() {
@@ -129,7 +132,7 @@ wall = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
 requests = sum(stats["by_status"].values())
 limited = stats["by_status"].get("429", 0)
 useful = requests - limited - stats["tokens_issued"]
-print(f"| {sys.argv[4]} | told {sys.argv[5]} | {requests} | {wall:.1} s | {useful / wall / rps * 100:.1}% | "
+print(f"| {sys.argv[4]} | told {sys.argv[5]} | {requests} | {wall:.1f} s | {useful / wall / rps * 100:.1f}% | "
       f"{limited} ({limited / requests * 100:.2f}%) | {stats['early_retries']} |", flush=True)
 PY
 }

@@ -7,17 +7,20 @@
 //!
 //! - **rate**: a `governor` GCRA limiter at the current rate (on tokio's
 //!   clock, so `tokio::time::pause()` drives it in tests). Until the first
-//!   429, slow start multiplies it by `slow_start_factor` per
-//!   `slow_start_period_secs` spent at the limit. A 429 cuts it to
-//!   `decrease_factor` × rate, or lower to the rate the server actually
-//!   admitted since the last pause counted over that span *plus* the
-//!   Retry-After (a window's Retry-After points at its end, so that is the
-//!   window's own rate: the client spreads the next window instead of
-//!   spending it at once), but never below half. After a cut the rate
-//!   grows back on a cubic curve (as TCP CUBIC): fast while far below the
-//!   rate that tripped the limit, flat around it for `recovery_secs`,
-//!   then probing above it. It only grows while the limiter is what holds
-//!   requests back (idle time proves nothing).
+//!   429 the rate is the limit's, slow start multiplies it by
+//!   `slow_start_factor` per `slow_start_period_secs` spent at the limit.
+//!   A 429 that is the rate's doing cuts it to `decrease_factor` × rate;
+//!   to half when it came before one Retry-After's worth of sending since
+//!   the last pause (far over); and, when a long Retry-After (≥ 2 s) points
+//!   at a window's end, to the calls admitted since the last pause over
+//!   that span plus the Retry-After: the window's own rate, so the client
+//!   spreads the next window instead of spending it at once. After a cut
+//!   the rate climbs back on a cubic curve (as TCP CUBIC): fast while far
+//!   below the rate that drew the 429, flat near it for `recovery_secs`
+//!   (or the limit's own cycle, up to 4×), then probing above; a 429 below
+//!   the last such rate sets the plateau a little under it (CUBIC's fast
+//!   convergence). It only grows while the limiter holds requests back
+//!   (idle time proves nothing).
 //! - **burst**: requests let through at once after an idle spell. It starts
 //!   at `burst`, halves on a 429 for a request let go from it (without
 //!   touching the rate) and on every rate cut, and grows by one per quiet
@@ -27,14 +30,17 @@
 //! - **pause**: a 429 stops every worker until its Retry-After has passed
 //!   (never less; 0 or a past date means `min_pause_ms`, never a hot loop).
 //! - **concurrency**: at most `max_in_flight` requests at once (0 = no
-//!   cap). A 429 that comes back while `n` other requests are in flight
-//!   caps it at `max(n, 1)`: a gateway that limits requests in flight
-//!   refuses exactly the ones above its cap, so `n` is the cap. It grows by
-//!   one per quiet period in which the cap held a request back, but returns
-//!   to the level that failed only after `recovery_secs`.
+//!   cap). The client counts a request from before it reaches the server
+//!   until after its answer is back, so under a gateway's cap of `c` it
+//!   never draws a 429 with `c` or fewer in flight, and draws many above:
+//!   429s from a level up that never came below a level with answers and
+//!   no 429 cap it there, and are not the rate's doing. The cap grows by
+//!   one per quiet period in which it held a request back, but to a level
+//!   that drew a 429 only after the recovery time; the first 429 above the
+//!   old cap undoes such a raise.
 //!
-//! The rate and the concurrency are cut once per step: answers to requests
-//! already sent under the old settings do not cut them again.
+//! Each 429 changes one control, once per step: answers to requests
+//! already sent under the old settings do not cut again.
 //!
 //! Fairness: requests wait in one queue per key (practice) and a single
 //! dispatcher task hands out permits round-robin over the keys, so a
@@ -389,7 +395,11 @@ fn cut(
             .clamp(config.recovery_secs, 4.0 * config.recovery_secs)
     };
     let sending_for = now.duration_since(state.resumed_at);
-    if permit.from_burst {
+    // A long wait after many calls points at a window's end, whatever let
+    // the last call go: the window rule below must see it.
+    let window_end =
+        asked >= WINDOW_RETRY_AFTER && state.granted_since_resume >= MIN_ADMITTED_SAMPLE;
+    if permit.from_burst && !window_end {
         // The server took fewer at once than the limiter let go: the
         // burst's doing, not the rate's.
         state.failed_burst = state.burst;
@@ -405,7 +415,8 @@ fn cut(
         .probed_from
         .take()
         .filter(|&level| permit.in_flight > level);
-    if let Some(fine) = probe_failed.or_else(|| state.levels.concurrency_cap(permit.in_flight)) {
+    let capped = probe_failed.or_else(|| state.levels.concurrency_cap(permit.in_flight));
+    if let Some(fine) = capped.filter(|_| !window_end) {
         if state.max_in_flight == 0 || fine < state.max_in_flight {
             tracing::debug!(
                 from = state.max_in_flight,
@@ -427,7 +438,7 @@ fn cut(
     }
     let from = state.rate;
     let granted = state.granted_since_resume;
-    let (rate, tripped) = if asked >= WINDOW_RETRY_AFTER && granted >= MIN_ADMITTED_SAMPLE {
+    let (rate, tripped) = if window_end {
         // A window: it admitted what was sent since the last pause and
         // asks for a wait until it opens again, so the sustainable rate is
         // that many calls over both spans. Spread them: hold that rate.
