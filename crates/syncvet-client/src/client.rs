@@ -258,6 +258,8 @@ impl ApiClient {
                 Step::ContinuationExpired => return Ok(Fetched::ContinuationExpired),
                 Step::Fatal(error) => return Err(error),
                 Step::NotReady(retry_after) => {
+                    // A poll waits without holding a slot of the concurrency cap.
+                    drop(permit);
                     stats.not_ready_polls += 1;
                     let since = *not_ready_since.get_or_insert_with(Instant::now);
                     let delay = retry_after

@@ -319,8 +319,7 @@ impl RateGovernor {
         state.quiet_since = paused_until;
         state.saturated = false;
         state.concurrency_bound = false;
-        if config.adaptive && permit.step == state.step {
-            cut(&mut state, config, permit, asked, now, paused_until);
+        if config.adaptive && cut(&mut state, config, permit, asked, now, paused_until) {
             tracing::info!(
                 to_rps = state.rate,
                 burst = state.burst,
@@ -385,8 +384,10 @@ fn cut(
     asked: Duration,
     now: Instant,
     paused_until: Instant,
-) {
-    state.step += 1;
+) -> bool {
+    // Answers to requests sent under older settings change nothing, but
+    // may still show a cap (lowering it again is never a double cut).
+    let current = permit.step == state.step;
     let recovery = |sending_for: Duration| {
         // As long as a cycle of the limit took (a window's length), within
         // bounds, so a slow limit is probed as rarely as it resets.
@@ -399,6 +400,36 @@ fn cut(
     // the last call go: the window rule below must see it.
     let window_end =
         asked >= WINDOW_RETRY_AFTER && state.granted_since_resume >= MIN_ADMITTED_SAMPLE;
+    // A raise of the cap to a level that once drew a 429, undone by a 429
+    // above the old cap; or many 429s above a level that never drew one.
+    let capped = if window_end {
+        None
+    } else {
+        state
+            .probed_from
+            .filter(|&level| current && permit.in_flight > level)
+            .or_else(|| state.levels.concurrency_cap(permit.in_flight))
+    };
+    if let Some(fine) = capped {
+        if state.max_in_flight != 0 && fine >= state.max_in_flight {
+            return false;
+        }
+        tracing::debug!(
+            from = state.max_in_flight,
+            to = fine,
+            "429s above a concurrency that works: capping it"
+        );
+        state.step += 1;
+        state.max_in_flight = fine;
+        state.failed_in_flight = Some((permit.in_flight, now));
+        state.probed_from = None;
+        state.levels = InFlightLevels::default();
+        return true;
+    }
+    if !current {
+        return false;
+    }
+    state.step += 1;
     if permit.from_burst && !window_end {
         // The server took fewer at once than the limiter let go: the
         // burst's doing, not the rate's.
@@ -407,27 +438,7 @@ fn cut(
         state.recovery_secs = recovery(sending_for);
         state.cut_at = paused_until;
         state.rebuild = true;
-        return;
-    }
-    // A raise of the cap to a level that once drew a 429, undone by a 429
-    // above the old cap; or many 429s above a level that never drew one.
-    let probe_failed = state
-        .probed_from
-        .take()
-        .filter(|&level| permit.in_flight > level);
-    let capped = probe_failed.or_else(|| state.levels.concurrency_cap(permit.in_flight));
-    if let Some(fine) = capped.filter(|_| !window_end) {
-        if state.max_in_flight == 0 || fine < state.max_in_flight {
-            tracing::debug!(
-                from = state.max_in_flight,
-                to = fine,
-                "429s above a concurrency that works: capping it"
-            );
-            state.max_in_flight = fine;
-            state.failed_in_flight = Some((permit.in_flight, now));
-            state.levels = InFlightLevels::default();
-        }
-        return;
+        return true;
     }
     if state.slow_start {
         tracing::info!(
@@ -469,6 +480,7 @@ fn cut(
     state.burst = (state.burst / 2).max(1);
     state.rebuild = true;
     tracing::debug!(from_rps = from, to_rps = rate, "rate cut");
+    true
 }
 
 /// Answers (let through or 429) by how many requests were in flight when
