@@ -9,8 +9,9 @@
 //! - compute the emulator's truth ([`Truth`]) from the same settings the
 //!   binary loads, through `syncvet_emulator::record_count`;
 //! - inspect the lake two independent ways: the raw object listing through
-//!   object_store ([`Listing`], not the lake crate's own queries) and the
-//!   Parquet reader `tests/py/check_lake.py` (pyarrow, [`read_lake`]).
+//!   object_store with the Delta logs replayed from their JSON ([`Listing`],
+//!   not the lake crate's own queries), and `tests/py/check_lake.py`
+//!   (the Python `deltalake` package, pyarrow and Polars, [`read_lake`]).
 
 #[path = "support/inspect.rs"]
 mod inspect;

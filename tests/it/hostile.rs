@@ -320,7 +320,7 @@ fn check_case(
     for (partition, total) in &truth.totals {
         let rows =
             reading.data().get(partition).map_or(0, |(r, _)| *r) + reading.quarantined(partition);
-        if rows != *total || !listing.manifests.contains_key(partition) {
+        if rows != *total || !listing.batches.contains_key(partition) {
             return Err(format!("{partition}: {rows} of {total} records"));
         }
     }
@@ -336,16 +336,15 @@ fn check_case(
         }
     }
     let committed_p2: Vec<_> = listing
-        .manifests
+        .batches
         .iter()
         .filter(|(k, _)| k.contains("=p-0002/"))
         .collect();
-    for (partition, manifest) in committed_p2 {
+    for (partition, landed) in committed_p2 {
         if *expect == Expect::Strict && partition.contains("/sites/") {
             return Err(format!("{partition} committed from a hostile page"));
         }
-        let total =
-            manifest["rows"].as_u64().unwrap_or(0) + manifest["rejected"].as_u64().unwrap_or(0);
+        let total = landed["rows"].as_u64().unwrap_or(0) + landed["rejected"].as_u64().unwrap_or(0);
         if partition.contains("/sites/") && total != 1 {
             return Err(format!("{partition}: {total} records of the 1 served"));
         }

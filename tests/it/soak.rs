@@ -123,15 +123,15 @@ fn every_fault_at_once_completes_with_the_clean_rows_and_an_accounting_report() 
         "requests before their Retry-After: {}",
         stats.early_retries
     );
-    let manifests_rejected: u64 = Listing::of(&faulty.url)
-        .manifests
+    let committed_rejected: u64 = Listing::of(&faulty.url)
+        .batches
         .values()
         .map(|m| m["rejected"].as_u64().unwrap())
         .sum();
-    assert!(manifests_rejected > 0);
+    assert!(committed_rejected > 0);
     assert_eq!(
         sum(&report, "rejects"),
-        manifests_rejected,
+        committed_rejected,
         "every reject in the report"
     );
 }

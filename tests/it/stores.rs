@@ -33,15 +33,17 @@ fn backfill(etl: Etl) -> Etl {
     etl.args(["backfill", "--from", FROM, "--to", TO])
 }
 
-/// Write a run, read it back independently; quarantine and manifests agree.
+/// Write a run, read it back independently; quarantine and the commits agree.
 pub fn write_and_read_back(url: &str) {
     let etl = etl(url);
     backfill(etl.clone()).run().expect_code(0);
     let truth = truth(&etl);
     let reading = assert_lake_matches(url, &truth);
     let listing = Listing::of(url);
+    // A clean run leaves no file that no commit added.
+    listing.assert_consistent();
     let rejected: u64 = listing
-        .manifests
+        .batches
         .values()
         .map(|m| m["rejected"].as_u64().unwrap())
         .sum();
@@ -76,7 +78,7 @@ pub fn write_and_read_back(url: &str) {
         .map(|p| p["rejects"].as_u64().unwrap())
         .sum();
     assert_eq!(reported, rejected, "the run report counts the same rejects");
-    for m in listing.manifests.values() {
+    for m in listing.batches.values() {
         assert_eq!(
             m["source_total"].as_u64(),
             Some(m["rows"].as_u64().unwrap() + m["rejected"].as_u64().unwrap())
@@ -97,10 +99,7 @@ pub fn rerun_is_idempotent_and_force_is_identical(url: &str) {
         truth(&etl).totals.len() as u64
     );
     let after = Listing::of(url);
-    assert_eq!(
-        after.manifests, before.manifests,
-        "a re-run rewrites no manifest"
-    );
+    assert_eq!(after.batches, before.batches, "a re-run commits nothing");
     backfill(etl.clone()).args(["--force"]).run().expect_code(0);
     let forced = assert_lake_matches(url, &truth(&etl));
     assert_eq!(forced.data(), first.data(), "identical rows after --force");
@@ -116,7 +115,9 @@ pub fn crash_then_rerun(url: &str) {
     let etl = etl(url)
         .emu("latency_ms", 40)
         .env("SYNCVET_ETL__SYNC__CONCURRENCY", 2)
-        .env("SYNCVET_ETL__LAKE__COMMIT_CLAIM_TTL_SECS", 2);
+        // Groups committed every half second, so the kill lands between
+        // and during commits.
+        .env("SYNCVET_ETL__LAKE__COMMIT_INTERVAL_SECS", 0.5);
     let mut running = backfill(etl.clone()).spawn();
     // Killed once a few partitions are in, so it dies with others in flight.
     let started = Instant::now();
@@ -145,8 +146,6 @@ pub fn crash_then_rerun(url: &str) {
         "committed partitions intact after SIGKILL:\n{}",
         problems.join("\n")
     );
-    // A claim the killed run held expires first.
-    std::thread::sleep(Duration::from_secs(3));
     backfill(etl.clone()).run().expect_code(0);
     assert_lake_matches(url, &truth(&etl));
 }
@@ -199,7 +198,8 @@ fn s3_restart_mid_run_still_gives_a_correct_lake() {
     });
     let etl = etl(&url)
         .emu("latency_ms", 30)
-        .env("SYNCVET_ETL__SYNC__CONCURRENCY", 2);
+        .env("SYNCVET_ETL__SYNC__CONCURRENCY", 2)
+        .env("SYNCVET_ETL__LAKE__COMMIT_INTERVAL_SECS", 0.5);
     let mut running = backfill(etl.clone()).spawn();
     let started = Instant::now();
     while Listing::of(&url).partitions().is_empty() {
@@ -270,8 +270,8 @@ fn racing_commits(url: &str) {
     );
     let listing = Listing::of(url);
     let runs = listing.run_ids();
-    for (partition, manifest) in &listing.manifests {
-        let run = manifest["run_id"].as_str().unwrap();
+    for (partition, landed) in &listing.batches {
+        let run = landed["run_id"].as_str().unwrap();
         assert!(
             runs.iter().any(|r| r == run),
             "{partition}: committed by unknown run {run}"
@@ -290,12 +290,14 @@ fn racing_commits_on_azure_leave_a_consistent_lake() {
     racing_commits(&Store::Azure.lake("race").url);
 }
 
-/// At API level: two writers of one partition commit at the same moment;
-/// exactly one manifest wins, and the partition holds the winner's files.
-fn exactly_one_manifest_wins(url: &str) {
+/// At API level: two processes' writers of one batch commit at the same
+/// moment; exactly one commit lands, and the table holds the winner's rows.
+fn exactly_one_commit_of_a_batch_wins(url: &str) {
     use syncvet_lake::{Lake, LakeConfig, PartitionKey, synthetic};
     use syncvet_model::{Catalog, SourceType};
-    let lake = Lake::open(&LakeConfig::with_url(url)).expect("the lake opens");
+    // Two handles share no state, as two processes would not.
+    let open = || Lake::open(&LakeConfig::with_url(url)).expect("the lake opens");
+    let (lake_a, lake_b) = (open(), open());
     let entity = Catalog::embedded()
         .entity("patients")
         .expect("patients")
@@ -311,8 +313,8 @@ fn exactly_one_manifest_wins(url: &str) {
         let key =
             PartitionKey::new(SourceType::Pims, "patients", format!("p-{round:04}"), date).unwrap();
         let (a, b) = runtime.block_on(async {
-            let mut a = lake.writer(entity.clone(), key.clone(), "race-a");
-            let mut b = lake.writer(entity.clone(), key.clone(), "race-b");
+            let mut a = lake_a.writer(entity.clone(), key.clone(), "race-a");
+            let mut b = lake_b.writer(entity.clone(), key.clone(), "race-b");
             a.write_batch(&synthetic::batch(&schema, 0, 300))
                 .await
                 .unwrap();
@@ -326,42 +328,51 @@ fn exactly_one_manifest_wins(url: &str) {
             a.is_ok() != b.is_ok(),
             "round {round}: exactly one commit wins: {a:?} / {b:?}"
         );
+        let loser = if a.is_ok() { &b } else { &a };
+        assert!(
+            matches!(loser, Err(syncvet_lake::LakeError::CommitConflict { .. })),
+            "round {round}: the loser is told: {loser:?}"
+        );
         let (winner, rows) = if a.is_ok() {
             ("race-a", 300)
         } else {
             ("race-b", 200)
         };
-        let manifest = runtime
-            .block_on(lake.manifest(&key))
-            .unwrap()
-            .expect("a manifest");
+        let listing = Listing::of(url);
+        let landed = &listing.batches[&key.path()];
         assert_eq!(
-            (manifest.run_id.as_str(), manifest.rows),
-            (winner, rows),
+            (landed["run_id"].as_str(), landed["rows"].as_u64()),
+            (Some(winner), Some(rows)),
             "round {round}"
         );
     }
     Listing::of(url).assert_consistent();
     let reading = syncvet_e2e::read_lake(url);
     let rows: u64 = reading.data().values().map(|(rows, _)| rows).sum();
-    let manifest_rows: u64 = Listing::of(url)
-        .manifests
+    let committed_rows: u64 = Listing::of(url)
+        .batches
         .values()
         .map(|m| m["rows"].as_u64().unwrap())
         .sum();
     assert_eq!(
-        rows, manifest_rows,
+        rows, committed_rows,
         "the reader sees exactly the winners' rows"
     );
 }
 
 #[test]
-fn exactly_one_manifest_wins_on_s3() {
+fn exactly_one_commit_of_a_batch_wins_on_s3() {
     let _guard = S3_SERVER.read().unwrap_or_else(|e| e.into_inner());
-    exactly_one_manifest_wins(&Store::S3.lake("one-wins").url);
+    exactly_one_commit_of_a_batch_wins(&Store::S3.lake("one-wins").url);
 }
 
 #[test]
-fn exactly_one_manifest_wins_on_azure() {
-    exactly_one_manifest_wins(&Store::Azure.lake("one-wins").url);
+fn exactly_one_commit_of_a_batch_wins_on_azure() {
+    exactly_one_commit_of_a_batch_wins(&Store::Azure.lake("one-wins").url);
+}
+
+#[test]
+fn exactly_one_commit_of_a_batch_wins_on_file() {
+    let lake = Store::File.lake("one-wins");
+    exactly_one_commit_of_a_batch_wins(&lake.url);
 }

@@ -21,13 +21,114 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 /// Every object of a lake (path relative to the root → size), listed
-/// through object_store with the credentials of the environment.
+/// through object_store with the credentials of the environment, and what
+/// the Delta logs in it say, replayed here from their raw JSON commits
+/// (not through delta-rs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
     /// Relative path → size in bytes.
     pub objects: BTreeMap<String, u64>,
-    /// Relative path → manifest JSON, for every `_manifest.json`.
-    pub manifests: BTreeMap<String, Value>,
+    /// Every table (`pims/patients`, `_quarantine/patients`) → its log.
+    pub tables: BTreeMap<String, TableLog>,
+    /// Batch (`pims/patients/practice_id=p/batch_date=d`) → what the commit
+    /// that landed it last recorded (its `syncvet.batches` entry): `run_id`,
+    /// `rows`, `rejected`, `source_total`, `schema_fingerprint`, and the
+    /// `version` of its history table.
+    pub batches: BTreeMap<PartitionPath, Value>,
+}
+
+/// One Delta table's log, replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TableLog {
+    /// The latest version.
+    pub version: u64,
+    /// Active files (path relative to the table → size the log gives).
+    pub files: BTreeMap<String, u64>,
+    /// Every file some commit added, active or removed since (a removed
+    /// file stays on the store until vacuum).
+    pub ever_added: BTreeSet<String>,
+    /// Application transactions (`syncvet:{source}:{date}` → version).
+    pub txns: BTreeMap<String, i64>,
+}
+
+/// Replays a table's JSON commits (oldest first) into its log.
+fn replay(
+    table: &str,
+    commits: &[(u64, Vec<u8>)],
+    batches: &mut BTreeMap<PartitionPath, Value>,
+) -> TableLog {
+    let mut log = TableLog::default();
+    for (version, bytes) in commits {
+        log.version = *version;
+        let mut landed: Vec<Value> = Vec::new();
+        let mut txns_here: BTreeSet<String> = BTreeSet::new();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let action: Value = serde_json::from_slice(line).unwrap_or_else(|e| {
+                panic!("{table} version {version}: a log line is not JSON: {e}")
+            });
+            if let Some(add) = action.get("add") {
+                let path = percent_decode(add["path"].as_str().expect("an add has a path"));
+                log.ever_added.insert(path.clone());
+                log.files
+                    .insert(path, add["size"].as_u64().expect("an add has a size"));
+            } else if let Some(remove) = action.get("remove") {
+                let path = percent_decode(remove["path"].as_str().expect("a remove has a path"));
+                log.files.remove(&path);
+            } else if let Some(txn) = action.get("txn") {
+                let app_id = txn["appId"]
+                    .as_str()
+                    .expect("a txn has an appId")
+                    .to_owned();
+                txns_here.insert(app_id.clone());
+                log.txns.insert(
+                    app_id,
+                    txn["version"].as_i64().expect("a txn has a version"),
+                );
+            } else if let Some(info) = action.get("commitInfo")
+                && let Some(batches) = info.get("syncvet.batches").and_then(Value::as_array)
+            {
+                landed = batches
+                    .iter()
+                    .map(|b| {
+                        let mut b = b.clone();
+                        b["version"] = (*version).into();
+                        b
+                    })
+                    .collect();
+            }
+        }
+        // The batches a history commit landed are those whose transaction
+        // it set (a batch left out of a group for a conflict has none).
+        for batch in landed {
+            let name = batch["batch"].as_str().expect("a batch name").to_owned();
+            let (source, date) = batch_source_and_date(&name);
+            if txns_here.contains(&format!("syncvet:{source}:{date}")) {
+                batches.insert(name, batch);
+            }
+        }
+    }
+    log
+}
+
+/// The source id and date of a batch name
+/// (`pims/patients/practice_id=p/batch_date=d`).
+fn batch_source_and_date(name: &str) -> (&str, &str) {
+    let parts: Vec<&str> = name.split('/').collect();
+    let [_, _, source, date] = parts.as_slice() else {
+        panic!("{name} is not a batch name");
+    };
+    let source = source.split_once('=').expect("key=value").1;
+    let date = date.strip_prefix("batch_date=").expect("batch_date=");
+    (source, date)
+}
+
+/// Delta's add paths are percent-encoded (`batch_date=2026-11-27` stays,
+/// a space or `%` in a name would not).
+fn percent_decode(path: &str) -> String {
+    url::form_urlencoded::parse(format!("p={}", path.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| path.to_owned())
 }
 
 impl Listing {
@@ -45,7 +146,7 @@ impl Listing {
                 .expect("the lake lists");
             let prefix = root.as_ref().trim_end_matches('/').to_owned();
             let mut objects = BTreeMap::new();
-            let mut manifests = BTreeMap::new();
+            let mut commits: BTreeMap<String, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
             for meta in metas {
                 let full = meta.location.as_ref().to_owned();
                 let rel = if prefix.is_empty() {
@@ -55,7 +156,11 @@ impl Listing {
                         .unwrap_or(&full)
                         .to_owned()
                 };
-                if rel.ends_with("/_manifest.json") {
+                if let Some((table, file)) = rel.split_once("/_delta_log/")
+                    && let Some(version) = file
+                        .strip_suffix(".json")
+                        .and_then(|v| v.parse::<u64>().ok())
+                {
                     let bytes = store
                         .get(&meta.location)
                         .await
@@ -63,18 +168,33 @@ impl Listing {
                         .bytes()
                         .await
                         .expect("read");
-                    let json: Value = serde_json::from_slice(&bytes).expect("a manifest is JSON");
-                    manifests.insert(rel.trim_end_matches("/_manifest.json").to_owned(), json);
+                    commits
+                        .entry(table.to_owned())
+                        .or_default()
+                        .push((version, bytes.to_vec()));
                 }
                 objects.insert(rel, meta.size);
             }
-            Listing { objects, manifests }
+            let mut batches = BTreeMap::new();
+            let tables = commits
+                .into_iter()
+                .map(|(table, mut commits)| {
+                    commits.sort();
+                    let log = replay(&table, &commits, &mut batches);
+                    (table, log)
+                })
+                .collect();
+            Listing {
+                objects,
+                tables,
+                batches,
+            }
         })
     }
 
-    /// Committed partitions (folders with a manifest), data only.
+    /// Done batches: those whose history table holds their transaction.
     pub fn partitions(&self) -> BTreeSet<PartitionPath> {
-        self.manifests.keys().cloned().collect()
+        self.batches.keys().cloned().collect()
     }
 
     /// Run report ids in `_runs/`.
@@ -89,47 +209,64 @@ impl Listing {
             .collect()
     }
 
-    /// The problems that break the commit rules: a manifest listing a file
-    /// that is missing or of another size, and with `strays` a Parquet file
-    /// (data or quarantine) that no manifest lists or an object in a
-    /// partition folder that is neither.
+    /// The problems that break the commit rules: a batch recorded without
+    /// its transaction (or the reverse), a file the log adds that is missing
+    /// or of another size, and with `strays` a file in a table folder that
+    /// no commit ever added (left by a crashed or lost commit: invisible to
+    /// readers, but a clean run leaves none) or an object that belongs to
+    /// no table.
     pub fn commit_violations(&self, strays: bool) -> Vec<String> {
         let mut problems = Vec::new();
-        let mut listed: BTreeSet<String> = BTreeSet::new();
-        for (partition, manifest) in &self.manifests {
-            for kind in ["files", "quarantine_files"] {
-                for file in manifest[kind]
-                    .as_array()
-                    .unwrap_or_else(|| panic!("{partition}: manifest has no `{kind}`"))
-                {
-                    let path = file["path"].as_str().expect("a file path").to_owned();
-                    let size = file["bytes"].as_u64().expect("a file size");
-                    match self.objects.get(&path) {
-                        None => {
-                            problems.push(format!("{partition}: manifest lists missing {path}"))
-                        }
-                        Some(&actual) if actual != size => problems.push(format!(
-                            "{partition}: {path} is {actual} bytes, manifest says {size}"
-                        )),
-                        Some(_) => {}
+        for (name, log) in &self.tables {
+            for (file, size) in &log.files {
+                let path = format!("{name}/{file}");
+                match self.objects.get(&path) {
+                    None => problems.push(format!("{name}: the log adds missing {file}")),
+                    Some(actual) if actual != size => problems.push(format!(
+                        "{name}: {file} is {actual} bytes, the log says {size}"
+                    )),
+                    Some(_) => {}
+                }
+            }
+            if !name.starts_with("_quarantine/") {
+                for app_id in log.txns.keys() {
+                    let batch = app_id
+                        .strip_prefix("syncvet:")
+                        .and_then(|rest| rest.rsplit_once(':'))
+                        .map(|(source, date)| {
+                            let column = if name.starts_with("supplier/") {
+                                "supplier_id"
+                            } else {
+                                "practice_id"
+                            };
+                            format!("{name}/{column}={source}/batch_date={date}")
+                        });
+                    match batch {
+                        Some(b) if self.batches.contains_key(&b) => {}
+                        _ => problems
+                            .push(format!("{name}: transaction {app_id} has no batch commit")),
                     }
-                    listed.insert(path);
                 }
             }
         }
-        for path in self.objects.keys() {
-            let name = path.rsplit('/').next().unwrap_or_default();
-            if !strays
-                || path.starts_with("_runs/")
-                || name == "_manifest.json"
-                || listed.contains(path)
-            {
-                continue;
-            }
-            if name.ends_with(".parquet") {
-                problems.push(format!("{path}: Parquet file listed by no manifest"));
-            } else if name != "_commit.claim" {
-                problems.push(format!("{path}: unexpected object in the lake"));
+        if strays {
+            for path in self.objects.keys() {
+                if path.starts_with("_runs/") {
+                    continue;
+                }
+                let owner = self
+                    .tables
+                    .iter()
+                    .find(|(name, _)| path.starts_with(&format!("{name}/")));
+                match owner {
+                    Some((name, log)) => {
+                        let rel = &path[name.len() + 1..];
+                        if !rel.starts_with("_delta_log/") && !log.ever_added.contains(rel) {
+                            problems.push(format!("{path}: a file no commit added"));
+                        }
+                    }
+                    None => problems.push(format!("{path}: an object of no table")),
+                }
             }
         }
         problems
@@ -146,13 +283,16 @@ impl Listing {
     }
 }
 
-/// What `tests/py/check_lake.py` reports of a lake: partition folder (data
-/// and `_quarantine/…`) → its JSON (rows, duplicate_ids, sha256,
-/// read_errors, files {manifest, found, missing, unlisted}, …).
+/// What `tests/py/check_lake.py` reports of a lake, read with the Python
+/// `deltalake` package, pyarrow and Polars: batch (data and `_quarantine/…`)
+/// → its JSON (rows, duplicate_ids, sha256, read_errors, columns, …), and
+/// table → its JSON (version, files, done, missing_files, orphans, …).
 #[derive(Debug, Clone)]
 pub struct Reading {
-    /// Folder → the reader's JSON of it.
+    /// Batch path → the reader's JSON of it.
     pub folders: BTreeMap<String, Value>,
+    /// Table path (`pims/patients`) → the reader's JSON of it.
+    pub tables: BTreeMap<String, Value>,
 }
 
 impl Reading {
@@ -185,9 +325,46 @@ impl Reading {
             .map_or(0, |p| p["rows"].as_u64().unwrap_or(0))
     }
 
-    /// Read errors, duplicate ids and mixed schemas, folder by folder.
+    /// Done batches as the reader replays the logs: `{table}/{done entry}`.
+    pub fn done(&self) -> BTreeSet<String> {
+        self.tables
+            .iter()
+            .filter(|(path, _)| !path.starts_with("_quarantine/"))
+            .flat_map(|(path, t)| {
+                t["done"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.as_str())
+                    .map(move |d| format!("{path}/{d}"))
+            })
+            .collect()
+    }
+
+    /// Read errors, duplicate ids and mixed schemas, batch by batch, and
+    /// each table's unreadable, missing or mis-sized files, files whose
+    /// schema or statistics disagree with the log, and row counts Polars
+    /// and `deltalake` disagree on.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        for (path, t) in &self.tables {
+            for key in [
+                "read_errors",
+                "missing_files",
+                "file_schema_mismatches",
+                "stats_mismatches",
+            ] {
+                if let Some(found) = t[key].as_array().filter(|e| !e.is_empty()) {
+                    problems.push(format!("{path}: {key}: {found:?}"));
+                }
+            }
+            if t["rows"] != t["polars_rows"] {
+                problems.push(format!(
+                    "{path}: deltalake reads {} rows, Polars {}",
+                    t["rows"], t["polars_rows"]
+                ));
+            }
+        }
         for (path, p) in &self.folders {
             if let Some(errors) = p["read_errors"].as_array().filter(|e| !e.is_empty()) {
                 problems.push(format!("{path}: unreadable Parquet: {errors:?}"));
@@ -210,7 +387,7 @@ pub fn python() -> String {
     })
 }
 
-/// Reads the whole lake with `tests/py/check_lake.py` (pyarrow).
+/// Reads the whole lake with `tests/py/check_lake.py` (deltalake, pyarrow, Polars).
 pub fn read_lake(url: &str) -> Reading {
     let script = workspace_dir().join("tests/py/check_lake.py");
     let out = Command::new(python())
@@ -225,23 +402,36 @@ pub fn read_lake(url: &str) -> Reading {
         String::from_utf8_lossy(&out.stderr)
     );
     let json: Value = serde_json::from_slice(&out.stdout).expect("check_lake.py prints JSON");
-    let folders = json["partitions"]
-        .as_array()
-        .expect("check_lake.py lists partitions")
-        .iter()
-        .map(|p| (p["path"].as_str().expect("a path").to_owned(), p.clone()))
-        .collect();
-    Reading { folders }
+    let by_path = |key: &str| -> BTreeMap<String, Value> {
+        json[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("check_lake.py lists {key}"))
+            .iter()
+            .map(|p| (p["path"].as_str().expect("a path").to_owned(), p.clone()))
+            .collect()
+    };
+    Reading {
+        folders: by_path("partitions"),
+        tables: by_path("tables"),
+    }
 }
 
 /// Checks a lake against the truth, end to end: exactly the expected
-/// partitions are committed, each holds `totalCount` records (rows read by
-/// the independent reader + quarantined rows, both agreeing with the
-/// manifest), no duplicate ids, every file readable, every Parquet file in
-/// a manifest. Returns the reading for further checks.
+/// batches are done (in the log as replayed here and as the Python reader
+/// replays it), each holds `totalCount` records (rows read by the
+/// independent reader + quarantined rows, both agreeing with what the
+/// batch's commit recorded), no duplicate ids, every file the logs add
+/// present and readable. Returns the reading for further checks.
 pub fn assert_lake_matches(url: &str, truth: &Truth) -> Reading {
     let listing = Listing::of(url);
-    listing.assert_consistent();
+    // Files of a killed or lost commit may stay until vacuum (no reader
+    // sees them); tests of clean runs check for strays themselves.
+    let problems = listing.commit_violations(false);
+    assert!(
+        problems.is_empty(),
+        "lake not consistent:\n{}",
+        problems.join("\n")
+    );
     let committed = listing.partitions();
     let expected = truth.partitions();
     let missing: Vec<_> = expected.difference(&committed).collect();
@@ -255,6 +445,11 @@ pub fn assert_lake_matches(url: &str, truth: &Truth) -> Reading {
         extra.iter().take(5).collect::<Vec<_>>()
     );
     let reading = read_lake(url);
+    assert_eq!(
+        reading.done(),
+        committed,
+        "the Python reader's done set differs from the log replayed here"
+    );
     let problems = reading.problems();
     assert!(
         problems.is_empty(),
@@ -266,11 +461,11 @@ pub fn assert_lake_matches(url: &str, truth: &Truth) -> Reading {
     for (partition, &total) in &truth.totals {
         let rows = data.get(partition).map_or(0, |(rows, _)| *rows);
         let rejects = reading.quarantined(partition);
-        let manifest = &listing.manifests[partition];
-        let (m_rows, m_rejected) = (manifest["rows"].as_u64(), manifest["rejected"].as_u64());
-        if rows + rejects != total || m_rows != Some(rows) || m_rejected != Some(rejects) {
+        let landed = &listing.batches[partition];
+        let (l_rows, l_rejected) = (landed["rows"].as_u64(), landed["rejected"].as_u64());
+        if rows + rejects != total || l_rows != Some(rows) || l_rejected != Some(rejects) {
             wrong.push(format!(
-                "{partition}: read {rows} rows + {rejects} rejects, totalCount {total}, manifest rows {m_rows:?} rejected {m_rejected:?}"
+                "{partition}: read {rows} rows + {rejects} rejects, totalCount {total}, commit says rows {l_rows:?} rejected {l_rejected:?}"
             ));
         }
     }

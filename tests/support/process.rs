@@ -25,19 +25,19 @@ fn target_dir() -> PathBuf {
     }
 }
 
-/// The `syncvet-etl` binary, built once per test process.
+/// The `syncvet-etl` binary, built once per test process. Built as
+/// `tests/run.sh` builds it (`--workspace --bins`): the same features, so
+/// the same build, a no-op after that step (`-p syncvet-etl` alone would
+/// unify other features and rebuild the whole dependency graph).
 pub fn etl_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace_dir())
-            .args(["build", "-p", "syncvet-etl", "--bin", "syncvet-etl"])
+            .args(["build", "--workspace", "--bins"])
             .status()
             .expect("cargo can be run");
-        assert!(
-            status.success(),
-            "`cargo build -p syncvet-etl --bin syncvet-etl` failed"
-        );
+        assert!(status.success(), "`cargo build --workspace --bins` failed");
         let bin = target_dir().join("debug").join("syncvet-etl");
         assert!(bin.is_file(), "no binary at {}", bin.display());
         bin

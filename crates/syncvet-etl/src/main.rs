@@ -24,7 +24,7 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[command(
     name = "syncvet-etl",
     version,
-    about = "Lands SyncVet Consumer API batches in a Parquet data lake"
+    about = "Lands SyncVet Consumer API batches in Delta Lake tables"
 )]
 struct Cli {
     /// The configuration file; without it `config/default.toml` if present,

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::LakeError;
 
 /// Where and how the lake is written (`[lake]` in the config file).
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LakeConfig {
     /// Root of the lake: a plain path (created if missing), `file:///abs/path`,
@@ -26,10 +26,6 @@ pub struct LakeConfig {
     /// size (checked after each row group, so files end slightly larger).
     #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
-    /// Size of each multipart upload part. S3 needs at least 5 MiB for every
-    /// part but the last.
-    #[serde(default = "default_part_size_bytes")]
-    pub part_size_bytes: usize,
     /// Parts of one file uploaded at the same time.
     #[serde(default = "default_upload_concurrency")]
     pub upload_concurrency: usize,
@@ -46,11 +42,15 @@ pub struct LakeConfig {
     /// The most retries of one store request.
     #[serde(default = "default_max_retries")]
     pub max_retries: usize,
-    /// A commit claim (`_commit.claim`) older than this is taken to be left
-    /// by a crashed writer and taken over. Must exceed the longest commit
-    /// (completing the uploads and writing the manifest).
-    #[serde(default = "default_commit_claim_ttl_secs")]
-    pub commit_claim_ttl_secs: u64,
+    /// A run commits the batches it finishes in groups: once the oldest
+    /// waiting batch has waited this long (and at the end of the run). A
+    /// crash loses at most this much work, which the re-run redoes; the
+    /// commits per table in a night are about the night's length over this.
+    #[serde(default = "default_commit_interval_secs")]
+    pub commit_interval_secs: f64,
+    /// ... or once this many batches are waiting, whichever comes first.
+    #[serde(default = "default_commit_group_batches")]
+    pub commit_group_batches: usize,
     /// object_store options (`aws_endpoint`, `azure_storage_account_key`, …),
     /// applied over the environment. Values are never logged.
     #[serde(default)]
@@ -66,9 +66,6 @@ fn default_row_group_rows() -> usize {
 fn default_max_file_bytes() -> u64 {
     256 * 1024 * 1024
 }
-fn default_part_size_bytes() -> usize {
-    8 * 1024 * 1024
-}
 fn default_upload_concurrency() -> usize {
     2
 }
@@ -81,15 +78,15 @@ fn default_retry_timeout_secs() -> u64 {
 fn default_retry_max_backoff_secs() -> u64 {
     5
 }
+fn default_commit_interval_secs() -> f64 {
+    60.0
+}
+fn default_commit_group_batches() -> usize {
+    1000
+}
 fn default_max_retries() -> usize {
     60
 }
-fn default_commit_claim_ttl_secs() -> u64 {
-    120
-}
-
-/// S3's lower bound for every part but the last.
-pub(crate) const MIN_PART_SIZE_BYTES: usize = 5 * 1024 * 1024;
 
 impl Default for LakeConfig {
     fn default() -> Self {
@@ -97,13 +94,13 @@ impl Default for LakeConfig {
             url: default_url(),
             row_group_rows: default_row_group_rows(),
             max_file_bytes: default_max_file_bytes(),
-            part_size_bytes: default_part_size_bytes(),
             upload_concurrency: default_upload_concurrency(),
             zstd_level: default_zstd_level(),
             retry_timeout_secs: default_retry_timeout_secs(),
             retry_max_backoff_secs: default_retry_max_backoff_secs(),
             max_retries: default_max_retries(),
-            commit_claim_ttl_secs: default_commit_claim_ttl_secs(),
+            commit_interval_secs: default_commit_interval_secs(),
+            commit_group_batches: default_commit_group_batches(),
             options: BTreeMap::new(),
         }
     }
@@ -130,11 +127,14 @@ impl LakeConfig {
         if self.max_file_bytes == 0 {
             return bad("max_file_bytes must be at least 1".into());
         }
-        if self.part_size_bytes < MIN_PART_SIZE_BYTES {
+        if !(self.commit_interval_secs >= 0.0 && self.commit_interval_secs.is_finite()) {
             return bad(format!(
-                "part_size_bytes is {}, S3 needs at least {MIN_PART_SIZE_BYTES} (5 MiB)",
-                self.part_size_bytes
+                "commit_interval_secs is {}, must be a number of seconds >= 0",
+                self.commit_interval_secs
             ));
+        }
+        if self.commit_group_batches == 0 {
+            return bad("commit_group_batches must be at least 1".into());
         }
         if self.upload_concurrency == 0 {
             return bad("upload_concurrency must be at least 1".into());
@@ -144,9 +144,6 @@ impl LakeConfig {
                 "zstd_level is {}, must be 1 to 22",
                 self.zstd_level
             ));
-        }
-        if self.commit_claim_ttl_secs == 0 {
-            return bad("commit_claim_ttl_secs must be at least 1".into());
         }
         Ok(())
     }
@@ -159,13 +156,13 @@ impl fmt::Debug for LakeConfig {
             .field("url", &crate::store::redact_url(&self.url))
             .field("row_group_rows", &self.row_group_rows)
             .field("max_file_bytes", &self.max_file_bytes)
-            .field("part_size_bytes", &self.part_size_bytes)
             .field("upload_concurrency", &self.upload_concurrency)
             .field("zstd_level", &self.zstd_level)
             .field("retry_timeout_secs", &self.retry_timeout_secs)
             .field("retry_max_backoff_secs", &self.retry_max_backoff_secs)
             .field("max_retries", &self.max_retries)
-            .field("commit_claim_ttl_secs", &self.commit_claim_ttl_secs)
+            .field("commit_interval_secs", &self.commit_interval_secs)
+            .field("commit_group_batches", &self.commit_group_batches)
             .field(
                 "options",
                 &self
@@ -197,16 +194,16 @@ mod tests {
     #[test]
     fn validate_names_the_bad_value() {
         let mut c = LakeConfig {
-            part_size_bytes: 1024,
+            upload_concurrency: 0,
             ..LakeConfig::default()
         };
         assert!(
             c.validate()
                 .unwrap_err()
                 .to_string()
-                .contains("part_size_bytes")
+                .contains("upload_concurrency")
         );
-        c.part_size_bytes = MIN_PART_SIZE_BYTES;
+        c.upload_concurrency = 2;
         c.zstd_level = 30;
         assert!(c.validate().unwrap_err().to_string().contains("zstd_level"));
     }

@@ -51,10 +51,10 @@ pub enum LakeError {
         /// Rows sent to quarantine.
         rejected: u64,
     },
-    /// Another writer committed (or is committing) this partition since this
-    /// writer started: this writer's files were discarded.
+    /// Another writer committed this batch since this writer started: this
+    /// writer's files were discarded.
     #[error(
-        "partition {partition} was committed by another writer; this writer's files were discarded"
+        "batch {partition} was committed by another writer; this writer's files were discarded"
     )]
     CommitConflict {
         /// The partition path.
@@ -68,13 +68,35 @@ pub enum LakeError {
         /// What differs.
         reason: String,
     },
-    /// A manifest exists but cannot be read as one.
-    #[error("manifest {path} is corrupt: {reason}")]
-    CorruptManifest {
-        /// The manifest's path.
-        path: String,
-        /// The parse error.
+    /// The run ended before the batch's group was committed.
+    #[error("the batch was staged but its group was never committed")]
+    CommitAbandoned,
+    /// A table's log says something this writer cannot act on safely.
+    #[error("Delta table {table}: {reason}")]
+    CorruptLog {
+        /// The table, relative to the lake root.
+        table: String,
+        /// What is wrong.
         reason: String,
+    },
+    /// The lake holds the first layout (Parquet folders per source and date
+    /// with `_manifest.json`) where a Delta table belongs.
+    #[error(
+        "{table} holds `{found}`: a lake of the old layout (a folder per source and date with _manifest.json), not a Delta table; land into a new lake.url (or move the old folders away) rather than mix the two"
+    )]
+    OldLayout {
+        /// The table, relative to the lake root.
+        table: String,
+        /// The old-layout folder or file found in it.
+        found: String,
+    },
+    /// delta-rs failed on a table (after its own and our commit retries).
+    #[error("Delta table {table}: {source}")]
+    Delta {
+        /// The table, relative to the lake root.
+        table: String,
+        /// The delta-rs error.
+        source: Box<deltalake::DeltaTableError>,
     },
     /// The object store failed (after its own retries).
     #[error("object store: {0}")]

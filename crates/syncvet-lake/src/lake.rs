@@ -1,18 +1,37 @@
 //! [`Lake`]: the opened lake and its read-side queries.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::path::Path;
+use object_store::path::{Path, PathPart};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use syncvet_model::{Entity, SourceType};
 
-use crate::files::{join, relative};
-use crate::layout::{MANIFEST_FILE, RUNS_DIR, check_segment};
+use crate::layout::{QUARANTINE_DIR, RUNS_DIR, check_segment};
 use crate::store::{self, OpenedStore};
-use crate::{LakeConfig, LakeError, Manifest, PartitionKey, PartitionWriter};
+use crate::table::Table;
+use crate::{BatchWriter, CommitSummary, LakeConfig, LakeError, PartitionKey, StagedBatch};
+
+/// `root` + a relative `a/b/c` path.
+pub(crate) fn join(root: &Path, rel: &str) -> Path {
+    root.parts()
+        .chain(rel.split('/').map(PathPart::from))
+        .collect()
+}
+
+/// A location's path relative to `root`.
+pub(crate) fn relative(root: &Path, location: &Path) -> String {
+    match location.prefix_match(root) {
+        Some(parts) => parts
+            .map(|p| p.as_ref().to_owned())
+            .collect::<Vec<_>>()
+            .join("/"),
+        None => location.to_string(),
+    }
+}
 
 /// An opened lake. Cheap to clone; clones share the store.
 #[derive(Clone)]
@@ -23,6 +42,9 @@ pub struct Lake {
 pub(crate) struct LakeInner {
     pub(crate) opened: OpenedStore,
     pub(crate) config: LakeConfig,
+    /// Each table opened once per process: its state and commit lock are
+    /// shared by every writer of the table.
+    tables: Mutex<HashMap<String, Arc<Table>>>,
 }
 
 impl fmt::Debug for Lake {
@@ -52,6 +74,7 @@ impl Lake {
             inner: Arc::new(LakeInner {
                 opened,
                 config: config.clone(),
+                tables: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -79,73 +102,76 @@ impl Lake {
         self.inner.opened.display.clone()
     }
 
-    /// The manifest of a partition, if it is committed.
-    pub async fn manifest(&self, key: &PartitionKey) -> Result<Option<Manifest>, LakeError> {
-        let location = self.location(&key.manifest_path());
-        let Some(got) = found(self.inner.opened.store.get(&location).await)? else {
-            return Ok(None);
-        };
-        let bytes = got.bytes().await?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| LakeError::CorruptManifest {
-                path: location.to_string(),
-                reason: e.to_string(),
+    fn table(&self, name: String, source_column: &'static str) -> Arc<Table> {
+        let mut tables = self
+            .inner
+            .tables
+            .lock()
+            .expect("the table map is never poisoned");
+        tables
+            .entry(name.clone())
+            .or_insert_with(|| {
+                let opened = &self.inner.opened;
+                let url = opened
+                    .delta_url
+                    .join(&format!("{name}/"))
+                    .expect("a lake path segment joins onto the lake URL");
+                Arc::new(Table::new(
+                    name.clone(),
+                    url,
+                    opened.delta_store.clone(),
+                    join(&opened.delta_root, &name),
+                    source_column,
+                ))
             })
+            .clone()
     }
 
-    /// Whether a partition is committed (its manifest exists).
-    pub async fn is_done(&self, key: &PartitionKey) -> Result<bool, LakeError> {
-        let location = self.location(&key.manifest_path());
-        Ok(found(self.inner.opened.store.head(&location).await)?.is_some())
+    /// The history table of an entity: `pims/{entity}` or `supplier/{entity}`.
+    pub(crate) fn history(&self, source: SourceType, entity: &str) -> Arc<Table> {
+        self.table(
+            format!("{}/{entity}", source.as_str()),
+            source.partition_column(),
+        )
     }
 
-    /// Every committed partition of an entity, sorted by source id and date.
-    /// One listing of the entity's folder, whatever the number of partitions.
+    /// The quarantine table of an entity: `_quarantine/{entity}`.
+    pub(crate) fn quarantine(&self, entity: &str) -> Arc<Table> {
+        self.table(format!("{QUARANTINE_DIR}/{entity}"), "source_id")
+    }
+
+    /// The URL of an entity's history table, for readers.
+    pub fn history_url(&self, source: SourceType, entity: &str) -> Result<url::Url, LakeError> {
+        check_segment("entity", entity)?;
+        Ok(self.history(source, entity).url().clone())
+    }
+
+    /// Every batch of an entity that is done, sorted by source id and date:
+    /// read from the history table's log (its application transactions),
+    /// not from a listing of its files.
     pub async fn done_partitions(
         &self,
         source: SourceType,
         entity: &str,
     ) -> Result<Vec<PartitionKey>, LakeError> {
         check_segment("entity", entity)?;
-        let prefix = self.location(&format!("{}/{entity}", source.as_str()));
-        let mut keys: Vec<PartitionKey> = self
-            .inner
-            .opened
-            .store
-            .list(Some(&prefix))
-            .try_filter_map(|meta| {
-                let key = (meta.location.filename() == Some(MANIFEST_FILE))
-                    .then(|| PartitionKey::from_manifest_path(&self.relative(&meta.location)))
-                    .flatten();
-                futures::future::ready(Ok(key))
-            })
-            .try_collect()
-            .await?;
-        keys.sort();
-        Ok(keys)
+        let done = self.history(source, entity).done().await?;
+        done.into_iter()
+            .map(|b| PartitionKey::new(source, entity, b.source_id, b.batch_date))
+            .collect()
     }
 
-    /// Every object under a partition's folder and its quarantine folder
-    /// (paths relative to the root, sorted): what a reader globbing the
-    /// folders would find. Staging files of unfinished uploads are not objects.
-    pub async fn list_partition_objects(
-        &self,
-        key: &PartitionKey,
-    ) -> Result<Vec<String>, LakeError> {
-        let mut out = Vec::new();
-        for folder in [key.path(), key.quarantine_path()] {
-            let metas = self.list(&folder).await?;
-            out.extend(metas.iter().map(|m| self.relative(&m.location)));
-        }
-        out.sort();
-        Ok(out)
+    /// Commits staged batches: per history table, one quarantine commit and
+    /// one history commit for all of them (see the crate docs). Results in
+    /// the order given; a batch that fails takes no other down with it.
+    pub async fn commit(&self, staged: Vec<StagedBatch>) -> Vec<Result<CommitSummary, LakeError>> {
+        crate::writer::commit_all(staged).await
     }
 
-    /// A writer for one partition. Nothing it writes is visible until
-    /// [`PartitionWriter::commit`].
-    pub fn writer(&self, entity: Arc<Entity>, key: PartitionKey, run_id: &str) -> PartitionWriter {
-        PartitionWriter::new(self.clone(), entity, key, run_id)
+    /// A writer for one batch. Nothing it writes is visible until
+    /// [`BatchWriter::commit`].
+    pub fn writer(&self, entity: Arc<Entity>, key: PartitionKey, run_id: &str) -> BatchWriter {
+        BatchWriter::new(self.clone(), entity, key, run_id)
     }
 
     fn run_report_location(&self, run_id: &str) -> Result<Path, LakeError> {

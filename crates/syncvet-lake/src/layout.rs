@@ -1,4 +1,4 @@
-//! Where everything lives in the lake (Hive-style paths), and the check that
+//! The names of the lake: tables, batches, run reports, and the check that
 //! keeps every name a single, safe path segment.
 
 use std::fmt;
@@ -8,16 +8,12 @@ use syncvet_model::SourceType;
 
 use crate::LakeError;
 
-/// The file that marks a partition as done.
-pub const MANIFEST_FILE: &str = "_manifest.json";
-/// The create-only object that serialises commits of one partition.
-pub(crate) const CLAIM_FILE: &str = "_commit.claim";
-/// Folder of rejected records, beside the source folders.
+/// Folder of the quarantine tables, beside the source folders.
 pub const QUARANTINE_DIR: &str = "_quarantine";
 /// Folder of run reports.
 pub const RUNS_DIR: &str = "_runs";
 
-/// One partition: a source's entity for one batch date.
+/// One batch: a source's records of one entity for one batch date.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PartitionKey {
     /// PIMS or supplier.
@@ -51,8 +47,10 @@ impl PartitionKey {
         })
     }
 
-    /// The partition folder relative to the lake root:
-    /// `pims/patients/practice_id=p-0001/batch_date=2026-11-27`.
+    /// The batch's name, as reports and logs show it, in the Hive form
+    /// readers know: `pims/patients/practice_id=p-0001/batch_date=2026-11-27`
+    /// (the rows of `practice_id = 'p-0001'` in the table `pims/patients`,
+    /// partition `batch_date=2026-11-27`).
     pub fn path(&self) -> String {
         format!(
             "{}/{}/{}",
@@ -62,7 +60,7 @@ impl PartitionKey {
         )
     }
 
-    /// The quarantine folder of the partition:
+    /// The batch's rejects, named the same way:
     /// `_quarantine/patients/practice_id=p-0001/batch_date=2026-11-27`.
     pub fn quarantine_path(&self) -> String {
         format!(
@@ -70,11 +68,6 @@ impl PartitionKey {
             self.entity,
             self.partition_suffix()
         )
-    }
-
-    /// The manifest's path relative to the lake root.
-    pub fn manifest_path(&self) -> String {
-        format!("{}/{MANIFEST_FILE}", self.path())
     }
 
     fn partition_suffix(&self) -> String {
@@ -85,39 +78,12 @@ impl PartitionKey {
             self.batch_date.format("%Y-%m-%d")
         )
     }
-
-    /// The key of a manifest path (relative to the root), if it is one.
-    pub(crate) fn from_manifest_path(path: &str) -> Option<PartitionKey> {
-        let parts: Vec<&str> = path.split('/').collect();
-        let [source, entity, id, date, file] = parts.as_slice() else {
-            return None;
-        };
-        if *file != MANIFEST_FILE {
-            return None;
-        }
-        let source = match *source {
-            "pims" => SourceType::Pims,
-            "supplier" => SourceType::Supplier,
-            _ => return None,
-        };
-        let source_id = id
-            .strip_prefix(source.partition_column())?
-            .strip_prefix('=')?;
-        let date = date.strip_prefix("batch_date=")?;
-        let batch_date = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
-        PartitionKey::new(source, *entity, source_id, batch_date).ok()
-    }
 }
 
 impl fmt::Display for PartitionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.path())
     }
-}
-
-/// Data (and quarantine) file names: `part-00000.parquet`, `part-00001.parquet`, …
-pub(crate) fn part_file_name(index: usize) -> String {
-    format!("part-{index:05}.parquet")
 }
 
 /// Characters refused besides controls: path separators, the Hive `=`, and
@@ -183,37 +149,11 @@ mod tests {
             k.quarantine_path(),
             "_quarantine/patients/practice_id=p-0001/batch_date=2026-11-27"
         );
-        assert_eq!(
-            k.manifest_path(),
-            "pims/patients/practice_id=p-0001/batch_date=2026-11-27/_manifest.json"
-        );
         let s =
             PartitionKey::new(SourceType::Supplier, "supplier_products", "s-7", date()).unwrap();
         assert_eq!(
             s.path(),
             "supplier/supplier_products/supplier_id=s-7/batch_date=2026-11-27"
-        );
-        assert_eq!(part_file_name(0), "part-00000.parquet");
-        assert_eq!(part_file_name(12), "part-00012.parquet");
-    }
-
-    #[test]
-    fn manifest_paths_parse_back_to_their_key() {
-        let k =
-            PartitionKey::new(SourceType::Supplier, "supplier_invoices", "ACME 1", date()).unwrap();
-        assert_eq!(
-            PartitionKey::from_manifest_path(&k.manifest_path()),
-            Some(k.clone())
-        );
-        assert_eq!(
-            PartitionKey::from_manifest_path(&format!("{}/part-00000.parquet", k.path())),
-            None
-        );
-        assert_eq!(
-            PartitionKey::from_manifest_path(
-                "pims/patients/supplier_id=x/batch_date=2026-11-27/_manifest.json"
-            ),
-            None
         );
     }
 

@@ -1,5 +1,5 @@
-//! The lake: Parquet partitions on local disk, S3, Azure Blob or GCS,
-//! committed exactly once.
+//! The lake: Delta Lake tables on local disk, S3, Azure Blob or GCS, each
+//! batch committed exactly once.
 //!
 //! # Map
 //!
@@ -7,80 +7,85 @@
 //! | --- | --- |
 //! | `config` | [`LakeConfig`], the `[lake]` section |
 //! | `store` | opening the object store named by the URL, retries |
-//! | `layout` | [`PartitionKey`] and every path of the lake |
-//! | `upload` | a multipart upload whose completion is deferred to the commit |
-//! | `files` | a series of size-rotated Parquet files over those uploads |
-//! | `quarantine` | rejected records as Parquet (`raw`, `field`, `reason`) |
-//! | `writer` | [`PartitionWriter`]: write, reconcile, commit |
-//! | `manifest` | [`Manifest`], the `_manifest.json` that makes a partition done |
-//! | `lake` | [`Lake`]: open, "which partitions are done", run reports |
+//! | `layout` | [`PartitionKey`] (a batch) and the names of the lake |
+//! | `table` | [`table::Table`]: one Delta table, its done batches, the batch commit |
+//! | `quarantine` | rejected records, for the quarantine tables |
+//! | `writer` | [`BatchWriter`]: write, reconcile, stage; the group commit |
+//! | `group` | [`GroupCommitter`]: a run's batches committed in groups |
+//! | `lake` | [`Lake`]: open, "which batches are done", run reports |
 //!
 //! # Layout
 //!
 //! ```text
-//! {root}/pims/{entity}/practice_id={id}/batch_date={YYYY-MM-DD}/part-00000.parquet …
-//! {root}/pims/{entity}/practice_id={id}/batch_date={YYYY-MM-DD}/_manifest.json
-//! {root}/supplier/{entity}/supplier_id={id}/batch_date=…/…
-//! {root}/_quarantine/{entity}/practice_id=…|supplier_id=…/batch_date=…/part-00000.parquet
-//! {root}/_runs/{run_id}.json
+//! {root}/pims/{entity}/                 Delta table: every batch of every practice
+//!     _delta_log/…
+//!     batch_date=2026-11-27/part-00000-{uuid}-c000.zstd.parquet …
+//! {root}/supplier/{entity}/             the same, per supplier
+//! {root}/_quarantine/{entity}/          Delta table of the entity's rejected records
+//! {root}/_runs/{run_id}.json            run reports
 //! ```
 //!
-//! Partition columns live in the path only. Entity names, source ids and run
-//! ids must each be one safe path segment ([`PartitionKey::new`] refuses
-//! `/`, `\`, `..`, `=`, control characters, …), so nothing is ever written
-//! outside the lake root.
+//! A history table's columns are the source key (`practice_id` or
+//! `supplier_id`), the entity's columns, `batch_date` (the partition
+//! column) and the lineage `_run_id` and `_loaded_at`. Every Delta reader
+//! (Spark, Fabric, DuckDB, Polars, pandas through `deltalake`) sees them all.
+//! Partitioning by day alone keeps a night's batches of every source in one
+//! folder per table, so files do not multiply with sources × days.
+//! Quarantine tables have `source_id`, `source_type`, `entity`, `batch_date`,
+//! `raw`, `field`, `reason` and the lineage.
+//!
+//! Entity names, source ids and run ids must each be one safe path segment
+//! ([`PartitionKey::new`] refuses `/`, `\`, `..`, `=`, control characters, …),
+//! so nothing is ever written outside the lake root.
 //!
 //! # Writing
 //!
 //! Files are Parquet with zstd, dictionary encoding and page statistics,
 //! row groups of `row_group_rows`, rotated once a file reaches
-//! `max_file_bytes`. Each file is an `AsyncArrowWriter` over a multipart
-//! upload whose parts (`part_size_bytes`, at most `upload_concurrency` in
-//! flight) are sent as they fill. Memory per writer is therefore one row
-//! group plus a few parts, whatever the size of the partition. Measured
-//! with `examples/memory.rs` (release, local disk, `patients` rows): peak
-//! RSS 45 MiB for 100k rows, 88 MiB for 1M and 87 MiB for 2M (it plateaus
-//! once the first row groups are out); about 125k–150k rows/s on one core.
+//! `max_file_bytes`, written by delta-rs's file writer (multipart uploads
+//! of `upload_concurrency` parts in flight; memory is one row group plus
+//! those parts, whatever the size of the batch). Each file's add action
+//! carries its statistics, so readers skip files by source and column range.
 //!
-//! # Exactly once per partition
+//! # Exactly once per batch
 //!
-//! A partition is done iff its `_manifest.json` exists, and only the files
-//! the manifest lists belong to it.
+//! A batch is done iff the history table's log holds its application
+//! transaction `syncvet:{source_id}:{date}`; which batches are done is read
+//! from the log, once per run, never from a listing of data files.
 //!
-//! 1. **Write.** Every data and quarantine file is a multipart upload that is
-//!    *not completed* while the partition is written. An uncompleted upload
-//!    is invisible to readers on S3, Azure and GCS; object_store's local file
-//!    system keeps it in a staging file `part-00000.parquet#N` that no
-//!    `*.parquet` glob matches (and removes it when the upload is dropped).
-//!    A crash or an aborted task mid-partition leaves nothing visible.
+//! 1. **Write.** Data and quarantine files go to the table folders under
+//!    new, unique names. No reader sees a file the log does not add.
 //! 2. **Reconcile.** When the source reported a total, rows written + rows
 //!    rejected must equal it; otherwise [`LakeError::Reconciliation`] gives
-//!    both numbers, the uploads are aborted and nothing is committed.
-//! 3. **Claim.** `_commit.claim` is put create-only. If it exists and is
-//!    younger than `commit_claim_ttl_secs`, another writer is committing:
-//!    [`LakeError::CommitConflict`]. An older claim was left by a crash and
-//!    is taken over (conditionally on its ETag where the store can). Under
-//!    the claim, the manifest is checked again: if it changed since the
-//!    writer started, someone committed meanwhile: conflict. Only the
-//!    claim holder ever completes uploads, so racing writers, whose files
-//!    have the same deterministic names, cannot overwrite each other's data.
-//! 4. **Publish.** Every upload is completed, then `_manifest.json` is written
-//!    last: create-only if there was none when the writer started,
-//!    otherwise conditional on the ETag/version it saw (`PutMode::Update`).
-//!    The local file system cannot update conditionally, so there the
-//!    manifest is overwritten and the claim alone serialises committers.
-//! 5. **Clean up.** Objects under the partition and its quarantine folder that
-//!    the new manifest does not list (files of an earlier, larger run) are
-//!    deleted, as are stale local staging files; then the claim is released.
+//!    both numbers and nothing is committed.
+//! 3. **Stage.** [`BatchWriter::stage`] closes the files: the batch is
+//!    ready to commit, alone or with others ([`Lake::commit`]). A run hands
+//!    its staged batches to a [`GroupCommitter`], which commits them in
+//!    groups: every `commit_interval_secs` (60 s), every
+//!    `commit_group_batches` (1000), and at the end of the run, so the
+//!    commits per table in a night follow the night's length, not the
+//!    number of sources; a crash loses at most the batches waiting.
+//! 4. **Quarantine commit.** One commit of the entity's quarantine table
+//!    replaces the rejects of the group's batches that have (or had) some.
+//! 5. **History commit.** One Delta commit removes the group's batches'
+//!    earlier files (a `--force` run, or a batch changed upstream), adds
+//!    the new ones and sets each batch's transaction. A reader sees each
+//!    batch whole or not at all. A batch that another process committed
+//!    since its writer started is left out of the group with
+//!    [`LakeError::CommitConflict`] (two processes share a batch's
+//!    transaction id, which delta-rs's conflict check also refuses to
+//!    commit twice); the others commit. A commit that lost the race to
+//!    another process's commit of other batches is retried on the new
+//!    version.
 //!
-//! What is left open: a crash *during* step 4 on a partition committed
-//! before leaves the old manifest beside some new files of the same names
-//! (whole files, never half-written ones); the manifest records each file's
-//! size, and the re-run (after the claim's TTL) repairs the partition. A
-//! crash between claim and release delays the next commit of that
-//! partition by at most `commit_claim_ttl_secs`. Incomplete S3/GCS uploads
-//! of a killed process are invisible but take space until a bucket
-//! lifecycle rule (`AbortIncompleteMultipartUpload`) removes them.
+//! A crash between 4 and 5 leaves the batches not done; the re-run
+//! replaces the rejects. Files of a crashed or lost commit are in no
+//! commit: no reader sees them, and vacuum removes them. Each history
+//! commit's `commitInfo` has `syncvet.batches`: per batch its name, run id,
+//! rows, rejects, the source's total and the catalog's schema fingerprint.
+//!
+//! Commits of one table from this process are serialised by a lock, so
+//! they never race each other.
 //!
 //! # Store faults
 //!
@@ -91,20 +96,20 @@
 
 mod config;
 mod error;
-mod files;
+mod group;
 mod lake;
 mod layout;
-mod manifest;
 mod quarantine;
 mod store;
 pub mod synthetic;
-mod upload;
+pub mod table;
 mod writer;
 
 pub use config::LakeConfig;
 pub use error::LakeError;
+pub use group::{GroupCommitter, PendingCommit};
 pub use lake::Lake;
-pub use layout::{MANIFEST_FILE, PartitionKey, QUARANTINE_DIR, RUNS_DIR};
-pub use manifest::{MANIFEST_FORMAT_VERSION, Manifest, ManifestFile};
-pub use quarantine::{RejectedRecord, quarantine_schema};
-pub use writer::{CommitSummary, PartitionWriter};
+pub use layout::{PartitionKey, QUARANTINE_DIR, RUNS_DIR};
+pub use quarantine::RejectedRecord;
+pub use table::{BatchId, PARTITION_COLUMN};
+pub use writer::{BatchWriter, CommitSummary, LOADED_AT_COLUMN, RUN_ID_COLUMN, StagedBatch};

@@ -1,9 +1,12 @@
-//! Rejected records as Parquet: columns `raw`, `field`, `reason`.
+//! Rejected records, for the quarantine table of their entity.
 
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{RecordBatch, StringArray};
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use crate::PartitionKey;
+use crate::writer::lineage_fields;
 
 /// A record the decoder could not map, as the quarantine stores it.
 ///
@@ -42,25 +45,46 @@ impl RejectedRecord for syncvet_model::Reject {
     }
 }
 
-static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("raw", DataType::Utf8, false),
-        Field::new("field", DataType::Utf8, false),
-        Field::new("reason", DataType::Utf8, false),
-    ]))
-});
-
-/// The schema of quarantine files.
-pub fn quarantine_schema() -> SchemaRef {
+/// The columns of a quarantine file: where the record came from, the
+/// record itself and why it was refused, and the lineage. The batch date is
+/// the table's partition.
+pub(crate) fn file_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        let mut fields = vec![
+            Field::new("source_id", DataType::Utf8, false),
+            Field::new("source_type", DataType::Utf8, false),
+            Field::new("entity", DataType::Utf8, false),
+            Field::new("raw", DataType::Utf8, false),
+            Field::new("field", DataType::Utf8, false),
+            Field::new("reason", DataType::Utf8, false),
+        ];
+        fields.extend(lineage_fields());
+        Arc::new(Schema::new(fields))
+    });
     SCHEMA.clone()
 }
 
 pub(crate) fn rejects_batch<R: RejectedRecord>(
     rejects: &[R],
+    key: &PartitionKey,
+    lineage: [ArrayRef; 2],
+    schema: &SchemaRef,
 ) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let column = |f: fn(&R) -> &str| Arc::new(StringArray::from_iter_values(rejects.iter().map(f)));
-    RecordBatch::try_new(
-        quarantine_schema(),
-        vec![column(R::raw), column(R::field), column(R::reason)],
-    )
+    let n = rejects.len();
+    let constant = |v: &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n)))
+    };
+    let column = |f: fn(&R) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rejects.iter().map(f)))
+    };
+    let mut columns = vec![
+        constant(&key.source_id),
+        constant(key.source.as_str()),
+        constant(&key.entity),
+        column(R::raw),
+        column(R::field),
+        column(R::reason),
+    ];
+    columns.extend(lineage);
+    RecordBatch::try_new(schema.clone(), columns)
 }

@@ -17,12 +17,14 @@ use crate::{LakeConfig, LakeError};
 pub(crate) struct OpenedStore {
     pub store: Arc<dyn ObjectStore>,
     pub root: Path,
-    /// The local folder of a `file://` lake (for removing stale staging files).
-    pub local_dir: Option<std::path::PathBuf>,
     /// Shown to people: the folder or the URL without credentials.
     pub display: String,
-    /// Whether the store does `PutMode::Update` (local file systems do not).
-    pub supports_update: bool,
+    /// The store delta-rs reads and commits through, and the lake root's URL
+    /// and path in it: delta-rs resolves a table URL's path against the
+    /// store's own root, so a local lake gives it the file system's root.
+    pub delta_store: Arc<dyn ObjectStore>,
+    pub delta_url: Url,
+    pub delta_root: Path,
 }
 
 /// The URL with any user info and query (which may hold a SAS token) removed.
@@ -111,12 +113,17 @@ pub(crate) fn open(config: &LakeConfig) -> Result<OpenedStore, LakeError> {
         }
         _ => return Err(LakeError::UnknownScheme { url: shown, scheme }),
     };
+    let mut delta_url = Url::parse(&shown).map_err(|e| invalid(e.to_string()))?;
+    if !delta_url.path().ends_with('/') {
+        delta_url.set_path(&format!("{}/", delta_url.path()));
+    }
     Ok(OpenedStore {
+        delta_store: store.clone(),
+        delta_url,
+        delta_root: root.clone(),
         store,
         root,
-        local_dir: None,
         display: shown,
-        supports_update: true,
     })
 }
 
@@ -130,12 +137,20 @@ fn open_local(dir: &std::path::Path) -> Result<OpenedStore, LakeError> {
     // Empty folders left by deleted files would look like partitions to a
     // folder-walking reader.
     let store = LocalFileSystem::new_with_prefix(&dir)?.with_automatic_cleanup(true);
+    let delta_url = Url::from_directory_path(&dir).map_err(|()| LakeError::InvalidUrl {
+        url: dir.display().to_string(),
+        reason: "not an absolute folder".into(),
+    })?;
     Ok(OpenedStore {
         store: Arc::new(store),
         root: Path::default(),
         display: dir.display().to_string(),
-        local_dir: Some(dir),
-        supports_update: false,
+        delta_store: Arc::new(LocalFileSystem::new()),
+        delta_root: Path::from_filesystem_path(&dir).map_err(|e| LakeError::InvalidUrl {
+            url: dir.display().to_string(),
+            reason: e.to_string(),
+        })?,
+        delta_url,
     })
 }
 
@@ -169,13 +184,17 @@ mod tests {
         let opened = open(&LakeConfig::with_url(dir.to_str().unwrap())).unwrap();
         assert!(dir.is_dir(), "the folder is created");
         assert_eq!(
-            opened.local_dir.as_deref(),
-            Some(dir.canonicalize().unwrap().as_path())
+            opened.delta_url.to_file_path().unwrap(),
+            dir.canonicalize().unwrap()
         );
         let url = format!("file://{}", tmp.path().join("other").display());
         let opened = open(&LakeConfig::with_url(url)).unwrap();
         assert!(opened.display.ends_with("other"));
-        assert!(!opened.supports_update);
+        assert!(
+            opened.delta_url.as_str().ends_with("/other/"),
+            "{}",
+            opened.delta_url
+        );
     }
 
     #[test]
@@ -202,6 +221,7 @@ mod tests {
             .insert("aws_endpoint".into(), "http://127.0.0.1:1".into());
         let opened = open(&c).unwrap();
         assert_eq!(opened.root.as_ref(), "some/prefix");
+        assert_eq!(opened.delta_url.as_str(), "s3://bucket/some/prefix/");
         c.options.insert("no_such_option".into(), "x".into());
         let err = open(&c).err().expect("fails").to_string();
         assert!(err.contains("no_such_option"), "{err}");

@@ -1,27 +1,38 @@
-//! [`PartitionWriter`]: streams one partition and commits it exactly once.
+//! [`BatchWriter`]: streams one batch into its entity's Delta table and
+//! commits it exactly once.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::sync::Arc;
-use std::time::Duration;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::Utc;
-use futures::TryStreamExt;
-use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use delta_kernel::expressions::Scalar;
+use delta_kernel::table_properties::DataSkippingNumIndexedCols;
+use deltalake::datafile::writer::{PartitionWriter, PartitionWriterConfig};
+use deltalake::kernel::Add;
+use indexmap::IndexMap;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use syncvet_model::Entity;
 
-use crate::files::FileSeries;
-use crate::layout::CLAIM_FILE;
-use crate::manifest::{MANIFEST_FORMAT_VERSION, ManifestFile};
-use crate::quarantine::{quarantine_schema, rejects_batch};
-use crate::upload::StagedFile;
-use crate::{Lake, LakeError, Manifest, PartitionKey, RejectedRecord};
+use crate::quarantine::rejects_batch;
+use crate::table::{BatchChange, BatchId, PARTITION_COLUMN, Table};
+use crate::{Lake, LakeConfig, LakeError, PartitionKey, RejectedRecord};
+
+/// The lineage columns every row carries: the run that landed it, and when.
+pub const RUN_ID_COLUMN: &str = "_run_id";
+/// See [`RUN_ID_COLUMN`].
+pub const LOADED_AT_COLUMN: &str = "_loaded_at";
 
 /// What a successful commit wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitSummary {
-    /// Data files, relative to the lake root.
+    /// Data files, relative to the table root.
     pub files: Vec<String>,
     /// Rows in the data files.
     pub rows: u64,
@@ -29,33 +40,160 @@ pub struct CommitSummary {
     pub rejected: u64,
     /// Bytes of the data files.
     pub bytes: u64,
+    /// The history table's version that holds the batch.
+    pub version: u64,
 }
 
-/// The partition's manifest as the writer first saw it: decides the
-/// manifest's put mode, so a commit made by someone else meanwhile is a
-/// conflict rather than silently replaced.
-#[derive(Debug, Clone, PartialEq)]
-enum Seen {
-    Absent,
-    Present(UpdateVersion),
+pub(crate) fn lineage_fields() -> [Field; 2] {
+    [
+        Field::new(RUN_ID_COLUMN, DataType::Utf8, false),
+        Field::new(
+            LOADED_AT_COLUMN,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]
 }
 
-/// Writes one partition. Data files and quarantine files are streamed as
-/// multipart uploads that are completed only by [`PartitionWriter::commit`];
-/// dropping or aborting the writer leaves nothing visible.
-pub struct PartitionWriter {
+/// The columns of a data file: the source key, the entity's columns, the
+/// lineage. The batch date is the partition: in the path, not the file.
+pub(crate) fn file_schema(source_column: &str, columns: &Schema) -> SchemaRef {
+    let mut fields = vec![Field::new(source_column, DataType::Utf8, false)];
+    fields.extend(columns.fields().iter().map(|f| f.as_ref().clone()));
+    fields.extend(lineage_fields());
+    Arc::new(Schema::new(fields))
+}
+
+/// The table's columns: [`file_schema`] with the batch date before the lineage.
+pub(crate) fn table_schema(file_schema: &Schema) -> SchemaRef {
+    let mut fields: Vec<Field> = file_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let at = fields.len() - lineage_fields().len();
+    fields.insert(at, Field::new(PARTITION_COLUMN, DataType::Date32, false));
+    Arc::new(Schema::new(fields))
+}
+
+pub(crate) fn writer_properties(config: &LakeConfig) -> Result<WriterProperties, LakeError> {
+    let level = ZstdLevel::try_new(config.zstd_level)?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_dictionary_enabled(true)
+        // `id` is unique within a batch: a dictionary would only cost
+        // hashing every value before falling back to plain encoding.
+        .set_column_dictionary_enabled(ColumnPath::from("id"), false)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(config.row_group_rows))
+        .build())
+}
+
+/// One table's side of a batch: the table and its file schema.
+#[derive(Clone)]
+struct Side {
+    table: Arc<Table>,
+    schema: SchemaRef,
+}
+
+impl Side {
+    fn open(&self, lake: &Lake, batch: &BatchId) -> Result<PartitionWriter, LakeError> {
+        let config = &lake.inner.config;
+        let days = (batch.batch_date - chrono::DateTime::UNIX_EPOCH.date_naive()).num_days();
+        let partition = IndexMap::from([(PARTITION_COLUMN.to_owned(), Scalar::Date(days as i32))]);
+        let writer_config = PartitionWriterConfig::try_new(
+            self.schema.clone(),
+            partition,
+            Some(writer_properties(config)?),
+            NonZeroU64::new(config.max_file_bytes),
+            None,
+            Some(config.upload_concurrency),
+            None,
+        )
+        .map_err(|e| self.table_error(e))?;
+        let store: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(
+            lake.inner.opened.store.clone(),
+            lake.location(&self.table.name),
+        ));
+        PartitionWriter::try_with_config(
+            store,
+            writer_config,
+            DataSkippingNumIndexedCols::NumColumns(32),
+            None,
+        )
+        .map_err(|e| self.table_error(e))
+    }
+
+    fn table_error(&self, e: deltalake::DeltaTableError) -> LakeError {
+        LakeError::Delta {
+            table: self.table.name.clone(),
+            source: Box::new(e),
+        }
+    }
+
+    async fn write(
+        &self,
+        slot: &mut Option<PartitionWriter>,
+        lake: &Lake,
+        batch: &BatchId,
+        rows: &RecordBatch,
+    ) -> Result<(), LakeError> {
+        if slot.is_none() {
+            *slot = Some(self.open(lake, batch)?);
+        }
+        let writer = slot.as_mut().expect("opened above");
+        writer.write(rows).await.map_err(|e| self.table_error(e))
+    }
+
+    /// Closes the files; their add actions (with statistics) are returned.
+    async fn close(&self, slot: &mut Option<PartitionWriter>) -> Result<Vec<Add>, LakeError> {
+        match slot.take() {
+            Some(w) => w.close().await.map_err(|e| self.table_error(e)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn abort(&self, slot: &mut Option<PartitionWriter>) {
+        if let Some(w) = slot.take()
+            && let Err(e) = w.abort().await
+        {
+            tracing::debug!(table = %self.table.name, error = %e, "could not abort a file upload");
+        }
+    }
+}
+
+/// What a batch is written to; shared by reference across awaits, so it
+/// is `Sync` (the Parquet encoders in [`BatchWriter`] are not).
+#[derive(Clone)]
+struct Target {
+    lake: Lake,
+    entity: Arc<Entity>,
+    key: PartitionKey,
+    batch: BatchId,
+    run_id: String,
+    loaded_at: i64,
+    data: Side,
+    quarantine: Side,
+}
+
+/// Writes one batch. Files are written to the table folder as they fill,
+/// but no reader sees them until [`BatchWriter::commit`] adds them to the
+/// log; dropping or aborting the writer commits nothing.
+pub struct BatchWriter {
     t: Target,
-    seen: Option<Seen>,
-    data: Option<FileSeries>,
-    quarantine: Option<FileSeries>,
+    data: Option<PartitionWriter>,
+    quarantine: Option<PartitionWriter>,
+    /// The batch's transaction version when the writer started: a commit
+    /// by another writer since then is a conflict, not silently replaced.
+    seen: Option<Option<i64>>,
     rows: u64,
     rejected: u64,
 }
 
-impl std::fmt::Debug for PartitionWriter {
+impl std::fmt::Debug for BatchWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PartitionWriter")
-            .field("partition", &self.t.key.path())
+        f.debug_struct("BatchWriter")
+            .field("batch", &self.t.key.path())
             .field("run_id", &self.t.run_id)
             .field("rows", &self.rows)
             .field("rejected", &self.rejected)
@@ -63,24 +201,40 @@ impl std::fmt::Debug for PartitionWriter {
     }
 }
 
-impl PartitionWriter {
+impl BatchWriter {
     pub(crate) fn new(lake: Lake, entity: Arc<Entity>, key: PartitionKey, run_id: &str) -> Self {
-        PartitionWriter {
+        let source_column = key.source.partition_column();
+        let data = Side {
+            table: lake.history(key.source, &key.entity),
+            schema: file_schema(source_column, &entity.arrow_schema()),
+        };
+        let quarantine = Side {
+            table: lake.quarantine(&key.entity),
+            schema: crate::quarantine::file_schema(),
+        };
+        BatchWriter {
             t: Target {
+                batch: BatchId {
+                    source_id: key.source_id.clone(),
+                    batch_date: key.batch_date,
+                },
                 lake,
                 entity,
                 key,
                 run_id: run_id.to_owned(),
+                loaded_at: Utc::now().timestamp_micros(),
+                data,
+                quarantine,
             },
-            seen: None,
             data: None,
             quarantine: None,
+            seen: None,
             rows: 0,
             rejected: 0,
         }
     }
 
-    /// The partition being written.
+    /// The batch being written.
     pub fn key(&self) -> &PartitionKey {
         &self.t.key
     }
@@ -97,41 +251,47 @@ impl PartitionWriter {
 
     async fn start(&mut self) -> Result<(), LakeError> {
         if self.seen.is_none() {
-            self.seen = Some(self.t.read_seen().await?);
+            self.seen = Some(self.t.data.table.batch_version(&self.t.batch).await?);
         }
         Ok(())
     }
 
-    /// Appends a batch of the entity's schema to the partition.
+    /// Appends records of the entity's schema to the batch.
     pub async fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), LakeError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         self.start().await?;
-        let schema = self.t.entity.arrow_schema();
-        let conformed;
-        let batch =
-            if batch.schema() == schema {
-                batch
-            } else {
-                // Same columns but, say, a non-null column declared nullable:
-                // re-label it (checking the data) rather than fail.
-                conformed = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
-                    .map_err(|e| LakeError::SchemaMismatch {
-                        partition: self.t.key.path(),
-                        reason: e.to_string(),
-                    })?;
-                &conformed
-            };
-        if self.data.is_none() {
-            self.data = Some(self.t.series(&self.t.key.path(), schema)?);
+        let t = &self.t;
+        let mismatch = |e: arrow::error::ArrowError| LakeError::SchemaMismatch {
+            partition: t.key.path(),
+            reason: e.to_string(),
+        };
+        let n = batch.num_rows();
+        let expected = t.entity.arrow_schema();
+        if batch.num_columns() != expected.fields().len() {
+            return Err(mismatch(arrow::error::ArrowError::SchemaError(format!(
+                "{} columns, the entity has {}",
+                batch.num_columns(),
+                expected.fields().len()
+            ))));
         }
-        self.data.as_mut().expect("set above").write(batch).await?;
-        self.rows += batch.num_rows() as u64;
+        // Same columns but, say, a non-null column declared nullable: the
+        // file schema re-labels it (checking the data) rather than fail.
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
+            std::iter::repeat_n(t.key.source_id.as_str(), n),
+        ))];
+        columns.extend(batch.columns().iter().cloned());
+        columns.extend(t.lineage(n));
+        let rows = RecordBatch::try_new(t.data.schema.clone(), columns).map_err(mismatch)?;
+        t.data
+            .write(&mut self.data, &t.lake, &t.batch, &rows)
+            .await?;
+        self.rows += n as u64;
         Ok(())
     }
 
-    /// Appends rejected records to the partition's quarantine.
+    /// Appends rejected records to the batch's quarantine.
     pub async fn write_rejects<R: RejectedRecord>(
         &mut self,
         rejects: &[R],
@@ -140,24 +300,22 @@ impl PartitionWriter {
             return Ok(());
         }
         self.start().await?;
-        if self.quarantine.is_none() {
-            self.quarantine = Some(
-                self.t
-                    .series(&self.t.key.quarantine_path(), quarantine_schema())?,
-            );
-        }
-        let batch = rejects_batch(rejects)?;
-        self.quarantine
-            .as_mut()
-            .expect("set above")
-            .write(&batch)
+        let t = &self.t;
+        let rows = rejects_batch(
+            rejects,
+            &t.key,
+            t.lineage(rejects.len()),
+            &t.quarantine.schema,
+        )?;
+        t.quarantine
+            .write(&mut self.quarantine, &t.lake, &t.batch, &rows)
             .await?;
         self.rejected += rejects.len() as u64;
         Ok(())
     }
 
     /// Drops everything written so far (the upstream continuation expired
-    /// and the partition is read again from the start).
+    /// and the batch is read again from the start).
     pub async fn restart(&mut self) -> Result<(), LakeError> {
         self.discard().await;
         self.rows = 0;
@@ -166,29 +324,25 @@ impl PartitionWriter {
     }
 
     async fn discard(&mut self) {
-        if let Some(s) = self.data.take() {
-            s.abort().await;
-        }
-        if let Some(s) = self.quarantine.take() {
-            s.abort().await;
-        }
+        self.t.data.abort(&mut self.data).await;
+        self.t.quarantine.abort(&mut self.quarantine).await;
     }
 
-    /// Discards the partition: nothing written becomes visible.
+    /// Discards the batch: nothing written becomes visible.
     pub async fn abort(mut self) {
         self.discard().await;
     }
 
-    /// Reconciles, then makes the partition visible: completes every upload
-    /// and writes `_manifest.json` last. See the crate docs for the protocol.
-    pub async fn commit(mut self, source_total: Option<u64>) -> Result<CommitSummary, LakeError> {
-        let partition = self.t.key.path();
+    /// Reconciles and closes the files: the batch is then ready to commit
+    /// (alone, or in a group with others through [`Lake::commit`]). Its
+    /// files are complete but in no commit, so no reader sees them.
+    pub async fn stage(mut self, source_total: Option<u64>) -> Result<StagedBatch, LakeError> {
         if let Some(expected) = source_total
             && expected != self.rows + self.rejected
         {
             self.discard().await;
             return Err(LakeError::Reconciliation {
-                partition,
+                partition: self.t.key.path(),
                 expected,
                 written: self.rows,
                 rejected: self.rejected,
@@ -198,342 +352,281 @@ impl PartitionWriter {
             self.discard().await;
             return Err(e);
         }
-        let data = match self.data.take() {
-            Some(s) => s,
-            None => self.t.series(&partition, self.t.entity.arrow_schema())?,
-        };
-        let data = data.finish().await;
-        let quarantine = match self.quarantine.take() {
-            Some(s) => s.finish().await.map(Some),
-            None => Ok(None),
-        };
+        let data = self.t.data.close(&mut self.data).await;
+        let quarantine = self.t.quarantine.close(&mut self.quarantine).await;
         let (data, quarantine) = match (data, quarantine) {
-            (Ok(d), Ok(q)) => (d, q.unwrap_or_default()),
-            (Ok(files), Err(e)) | (Err(e), Ok(Some(files))) => {
-                for f in files {
-                    f.abort().await;
-                }
-                return Err(e);
-            }
-            (Err(e), _) => return Err(e),
+            (Ok(d), Ok(q)) => (d, q),
+            (Err(e), _) | (_, Err(e)) => return Err(e),
         };
-
-        let seen = self.seen.clone().unwrap_or(Seen::Absent);
-        let claim = self.t.claim(&seen).await;
-        let counts = (self.rows, self.rejected);
-        let outcome = match claim {
-            Ok(()) => {
-                self.t
-                    .publish(data, quarantine, source_total, counts, seen)
-                    .await
-            }
-            Err(e) => {
-                for f in data.into_iter().chain(quarantine) {
-                    f.abort().await;
-                }
-                return Err(e);
-            }
-        };
-        self.t.release_claim().await;
-        let summary = outcome?;
-        tracing::info!(
-            partition = %partition,
-            run_id = %self.t.run_id,
-            rows = summary.rows,
-            rejected = summary.rejected,
-            bytes = summary.bytes,
-            files = summary.files.len(),
-            "partition committed"
-        );
-        Ok(summary)
-    }
-}
-
-/// What the writer writes to; shared by reference across awaits, so it is
-/// `Sync` (the Parquet encoders in [`PartitionWriter`] are not).
-struct Target {
-    lake: Lake,
-    entity: Arc<Entity>,
-    key: PartitionKey,
-    run_id: String,
-}
-
-impl Target {
-    fn manifest_location(&self) -> Path {
-        self.lake.location(&self.key.manifest_path())
-    }
-
-    async fn read_seen(&self) -> Result<Seen, LakeError> {
-        match self
-            .lake
-            .inner
-            .opened
-            .store
-            .head(&self.manifest_location())
-            .await
-        {
-            Ok(meta) => Ok(Seen::Present(UpdateVersion {
-                e_tag: meta.e_tag,
-                version: meta.version,
-            })),
-            Err(object_store::Error::NotFound { .. }) => Ok(Seen::Absent),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn series(
-        &self,
-        folder: &str,
-        schema: arrow::datatypes::SchemaRef,
-    ) -> Result<FileSeries, LakeError> {
-        FileSeries::new(
-            self.lake.inner.opened.store.clone(),
-            self.lake.location(folder),
-            schema,
-            &self.lake.inner.config,
-        )
-    }
-
-    fn claim_location(&self) -> Path {
-        self.lake
-            .location(&format!("{}/{CLAIM_FILE}", self.key.path()))
-    }
-
-    /// Takes the partition's commit claim (create-only), or takes over one
-    /// older than `commit_claim_ttl_secs` (left by a crashed writer).
-    async fn claim(&self, seen: &Seen) -> Result<(), LakeError> {
-        let store = &self.lake.inner.opened.store;
-        let location = self.claim_location();
-        let body = || {
-            PutPayload::from(
-                serde_json::json!({"run_id": self.run_id, "claimed_at": Utc::now()}).to_string(),
-            )
-        };
-        let conflict = || LakeError::CommitConflict {
-            partition: self.key.path(),
-        };
-        match store
-            .put_opts(&location, body(), PutMode::Create.into())
-            .await
-        {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                let meta = match store.head(&location).await {
-                    Ok(m) => m,
-                    // Released meanwhile: someone else just committed.
-                    Err(object_store::Error::NotFound { .. }) => return Err(conflict()),
-                    Err(e) => return Err(e.into()),
-                };
-                let ttl = Duration::from_secs(self.lake.inner.config.commit_claim_ttl_secs);
-                let age = (Utc::now() - meta.last_modified)
-                    .to_std()
-                    .unwrap_or_default();
-                if age < ttl {
-                    return Err(conflict());
-                }
-                tracing::warn!(partition = %self.key, age_secs = age.as_secs(), "taking over a stale commit claim");
-                let mode = if self.lake.inner.opened.supports_update {
-                    PutMode::Update(UpdateVersion {
-                        e_tag: meta.e_tag,
-                        version: meta.version,
-                    })
-                } else {
-                    PutMode::Overwrite
-                };
-                store
-                    .put_opts(&location, body(), mode.into())
-                    .await
-                    .map_err(|e| match e {
-                        object_store::Error::Precondition { .. }
-                        | object_store::Error::AlreadyExists { .. } => conflict(),
-                        e => e.into(),
-                    })?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        // Under the claim, a manifest that changed since this writer started
-        // means another writer committed in between.
-        match self.read_seen().await {
-            Ok(now) if &now == seen => Ok(()),
-            Ok(_) => {
-                self.release_claim().await;
-                Err(conflict())
-            }
-            Err(e) => {
-                self.release_claim().await;
-                Err(e)
-            }
-        }
-    }
-
-    async fn release_claim(&self) {
-        if let Err(e) = self
-            .lake
-            .inner
-            .opened
-            .store
-            .delete(&self.claim_location())
-            .await
-        {
-            tracing::debug!(partition = %self.key, error = %e, "could not release the commit claim");
-        }
-    }
-
-    async fn publish(
-        &self,
-        data: Vec<StagedFile>,
-        quarantine: Vec<StagedFile>,
-        source_total: Option<u64>,
-        (rows, rejected): (u64, u64),
-        seen: Seen,
-    ) -> Result<CommitSummary, LakeError> {
-        let describe = |f: &StagedFile| ManifestFile {
-            path: self.lake.relative(&f.location),
-            rows: f.rows,
-            bytes: f.bytes,
-        };
-        let files: Vec<ManifestFile> = data.iter().map(describe).collect();
-        let quarantine_files: Vec<ManifestFile> = quarantine.iter().map(describe).collect();
-        futures::future::try_join_all(data.into_iter().chain(quarantine).map(StagedFile::publish))
-            .await?;
-
-        let manifest = Manifest {
-            format_version: MANIFEST_FORMAT_VERSION,
-            source: self.key.source,
-            entity: self.key.entity.clone(),
-            source_id: self.key.source_id.clone(),
-            batch_date: self.key.batch_date,
-            run_id: self.run_id.clone(),
-            committed_at: Utc::now(),
-            schema_fingerprint: self.entity.schema_fingerprint().to_owned(),
+        Ok(StagedBatch {
+            t: self.t.clone(),
+            data,
+            quarantine,
+            rows: self.rows,
+            rejected: self.rejected,
             source_total,
-            rows,
-            rejected,
-            bytes: files.iter().map(|f| f.bytes).sum(),
-            files,
-            quarantine_files,
-        };
-        let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-        let mode = match seen {
-            Seen::Absent => PutMode::Create,
-            Seen::Present(v) if self.lake.inner.opened.supports_update => PutMode::Update(v),
-            // Local file systems cannot update conditionally; the claim
-            // already serialises committers there.
-            Seen::Present(_) => PutMode::Overwrite,
-        };
-        let store = &self.lake.inner.opened.store;
-        store
-            .put_opts(
-                &self.manifest_location(),
-                json.into(),
-                PutOptions::from(mode),
-            )
-            .await
-            .map_err(|e| match e {
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. } => LakeError::CommitConflict {
-                    partition: self.key.path(),
-                },
-                e => e.into(),
-            })?;
-
-        self.remove_unlisted(&manifest).await;
-        Ok(CommitSummary {
-            files: manifest.files.iter().map(|f| f.path.clone()).collect(),
-            rows: manifest.rows,
-            rejected: manifest.rejected,
-            bytes: manifest.bytes,
+            seen: self.seen.flatten(),
         })
     }
 
-    /// After the commit: deletes files of earlier runs that the manifest
-    /// does not list, and staging files of crashed local uploads. Best
-    /// effort: the manifest already says which files count.
-    async fn remove_unlisted(&self, manifest: &Manifest) {
-        let store = &self.lake.inner.opened.store;
-        let mut keep: HashSet<Path> = manifest
-            .files
-            .iter()
-            .chain(&manifest.quarantine_files)
-            .map(|f| self.lake.location(&f.path))
-            .collect();
-        keep.insert(self.manifest_location());
-        keep.insert(self.claim_location());
-        for folder in [self.key.path(), self.key.quarantine_path()] {
-            let prefix = self.lake.location(&folder);
-            let listed: Result<Vec<_>, _> = store.list(Some(&prefix)).try_collect().await;
-            let stale = match listed {
-                Ok(metas) => metas
-                    .into_iter()
-                    .map(|m| m.location)
-                    .filter(|l| !keep.contains(l)),
-                Err(e) => {
-                    tracing::warn!(folder, error = %e, "could not list the partition to clean up");
-                    continue;
+    /// [`BatchWriter::stage`], then [`Lake::commit`] of this batch alone.
+    pub async fn commit(self, source_total: Option<u64>) -> Result<CommitSummary, LakeError> {
+        let lake = self.t.lake.clone();
+        let staged = self.stage(source_total).await?;
+        lake.commit(vec![staged])
+            .await
+            .pop()
+            .expect("one result per batch")
+    }
+}
+
+/// A batch written, reconciled and closed, not yet committed.
+pub struct StagedBatch {
+    t: Target,
+    data: Vec<Add>,
+    quarantine: Vec<Add>,
+    rows: u64,
+    rejected: u64,
+    source_total: Option<u64>,
+    seen: Option<i64>,
+}
+
+impl std::fmt::Debug for StagedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedBatch")
+            .field("batch", &self.t.key.path())
+            .field("files", &self.data.len())
+            .field("rows", &self.rows)
+            .field("rejected", &self.rejected)
+            .finish()
+    }
+}
+
+impl StagedBatch {
+    /// The batch.
+    pub fn key(&self) -> &PartitionKey {
+        &self.t.key
+    }
+
+    /// Its data files: how many, and their bytes.
+    pub fn files(&self) -> (u64, u64) {
+        (
+            self.data.len() as u64,
+            self.data.iter().map(|a| a.size as u64).sum(),
+        )
+    }
+
+    fn summary(&self, version: u64) -> CommitSummary {
+        CommitSummary {
+            files: self.data.iter().map(|a| a.path.clone()).collect(),
+            rows: self.rows,
+            rejected: self.rejected,
+            bytes: self.files().1,
+            version,
+        }
+    }
+
+    /// What the commit records of the batch, for audits.
+    fn audit(&self) -> serde_json::Value {
+        serde_json::json!({
+            "batch": self.t.key.path(),
+            "run_id": self.t.run_id,
+            "rows": self.rows,
+            "rejected": self.rejected,
+            "source_total": self.source_total,
+            "schema_fingerprint": self.t.entity.schema_fingerprint(),
+        })
+    }
+
+    /// Files no commit refers to are invisible; removed now rather than
+    /// left for vacuum.
+    async fn remove_files(&self) {
+        let lake = &self.t.lake;
+        let store = &lake.inner.opened.store;
+        let files = [
+            (&self.t.data.table, &self.data),
+            (&self.t.quarantine.table, &self.quarantine),
+        ];
+        for (table, adds) in files {
+            for add in adds {
+                let location = lake.location(&format!("{}/{}", table.name, add.path));
+                if let Err(e) = store.delete(&location).await {
+                    tracing::debug!(%location, error = %e, "could not remove an uncommitted file");
                 }
-            };
-            for location in stale.collect::<Vec<_>>() {
-                match store.delete(&location).await {
-                    Ok(()) => {
-                        tracing::debug!(%location, "removed a file the manifest does not list")
-                    }
-                    Err(e) => {
-                        tracing::warn!(%location, error = %e, "could not remove an unlisted file")
-                    }
-                }
-            }
-            if let Some(dir) = &self.lake.inner.opened.local_dir {
-                let ttl = Duration::from_secs(self.lake.inner.config.commit_claim_ttl_secs);
-                remove_local_staging(&dir.join(&folder), ttl);
             }
         }
     }
 }
 
-/// object_store's local staging files are `name#N`; a crashed process
-/// leaves them behind. They match no `*.parquet` glob, but take space.
-/// Only those untouched for `older_than` go: a younger one may belong to a
-/// writer racing on this partition right now, which must then lose on the
-/// claim, not on a file pulled from under it.
-fn remove_local_staging(dir: &std::path::Path, older_than: Duration) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+/// The same error for every batch of a group that failed as one.
+fn for_each<T>(n: usize, table: &str, e: LakeError) -> Vec<Result<T, LakeError>> {
+    let reason = e.to_string();
+    let mut first = Some(e);
+    (0..n)
+        .map(|_| {
+            Err(first.take().unwrap_or_else(|| LakeError::CorruptLog {
+                table: table.to_owned(),
+                reason: reason.clone(),
+            }))
+        })
+        .collect()
+}
+
+/// Commits staged batches of one history table: their rejects in one
+/// quarantine commit, then their records in one history commit.
+async fn commit_group(staged: &[StagedBatch]) -> Vec<Result<u64, LakeError>> {
+    let Some(first) = staged.first() else {
+        return Vec::new();
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let staging = name
-            .rsplit_once('#')
-            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        let idle = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|modified| modified.elapsed().ok())
-            .is_some_and(|idle| idle >= older_than);
-        if staging && idle {
-            let _ = std::fs::remove_file(entry.path());
+    let mut results: Vec<Option<Result<u64, LakeError>>> = staged.iter().map(|_| None).collect();
+    let mut info = serde_json::Map::new();
+    info.insert(
+        "syncvet.batches".into(),
+        staged.iter().map(StagedBatch::audit).collect(),
+    );
+    // Rejects first: a crash between the two commits leaves the batches not
+    // done, and the re-run replaces the rejects committed here. A batch
+    // with no rejects now but some before (a forced re-run) has them removed.
+    let quarantine = &first.t.quarantine;
+    let batches: Vec<&BatchId> = staged.iter().map(|s| &s.t.batch).collect();
+    match quarantine.table.have_files(&batches).await {
+        Err(e) => {
+            let failed = for_each(staged.len(), &quarantine.table.name, e);
+            results = failed.into_iter().map(Some).collect();
         }
+        Ok(had) => {
+            let touched: Vec<usize> = (0..staged.len())
+                .filter(|&i| had[i] || !staged[i].quarantine.is_empty())
+                .collect();
+            if !touched.is_empty() {
+                let changes: Vec<BatchChange> = touched
+                    .iter()
+                    .map(|&i| BatchChange {
+                        batch: staged[i].t.batch.clone(),
+                        adds: staged[i].quarantine.clone(),
+                        expected: None,
+                    })
+                    .collect();
+                let schema = table_schema(&quarantine.schema);
+                let done = quarantine
+                    .table
+                    .commit_batches(&schema, &changes, info.clone())
+                    .await;
+                for (&i, result) in touched.iter().zip(done) {
+                    if let Err(e) = result {
+                        results[i] = Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+    let history: Vec<usize> = (0..staged.len())
+        .filter(|&i| results[i].is_none())
+        .collect();
+    if !history.is_empty() {
+        let changes: Vec<BatchChange> = history
+            .iter()
+            .map(|&i| BatchChange {
+                batch: staged[i].t.batch.clone(),
+                adds: staged[i].data.clone(),
+                expected: Some(staged[i].seen),
+            })
+            .collect();
+        let data = &first.t.data;
+        let schema = table_schema(&data.schema);
+        let done = data.table.commit_batches(&schema, &changes, info).await;
+        for (&i, result) in history.iter().zip(done) {
+            results[i] = Some(result);
+        }
+    }
+    let mut out = Vec::with_capacity(staged.len());
+    for (s, result) in staged.iter().zip(results) {
+        let result = result.expect("every batch has a result");
+        if result.is_err() {
+            s.remove_files().await;
+        }
+        out.push(result);
+    }
+    out
+}
+
+/// Commits staged batches, one group per history table; the results in
+/// the order given.
+pub(crate) async fn commit_all(staged: Vec<StagedBatch>) -> Vec<Result<CommitSummary, LakeError>> {
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, s) in staged.iter().enumerate() {
+        groups
+            .entry(s.t.data.table.name.clone())
+            .or_default()
+            .push(i);
+    }
+    let mut results: Vec<Option<Result<CommitSummary, LakeError>>> =
+        staged.iter().map(|_| None).collect();
+    let mut slots: Vec<Option<StagedBatch>> = staged.into_iter().map(Some).collect();
+    for indexes in groups.into_values() {
+        let group: Vec<StagedBatch> = indexes
+            .iter()
+            .map(|&i| slots[i].take().expect("each batch is in one group"))
+            .collect();
+        let done = commit_group(&group).await;
+        for ((&i, s), result) in indexes.iter().zip(&group).zip(done) {
+            let result = result.map(|version| s.summary(version));
+            if let Ok(summary) = &result {
+                tracing::info!(
+                    partition = %s.t.key,
+                    run_id = %s.t.run_id,
+                    rows = summary.rows,
+                    rejected = summary.rejected,
+                    bytes = summary.bytes,
+                    files = summary.files.len(),
+                    version = summary.version,
+                    "batch committed"
+                );
+            }
+            results[i] = Some(result);
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every batch has a result"))
+        .collect()
+}
+
+impl Target {
+    fn lineage(&self, rows: usize) -> [ArrayRef; 2] {
+        [
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                self.run_id.as_str(),
+                rows,
+            ))),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(std::iter::repeat_n(
+                    self.loaded_at,
+                    rows,
+                ))
+                .with_timezone("UTC"),
+            ),
+        ]
     }
 }
 
-impl Drop for PartitionWriter {
-    /// A writer dropped mid-partition (its task aborted) aborts its uploads
-    /// in the background; local staging files are removed by object_store.
+impl Drop for BatchWriter {
+    /// A writer dropped mid-batch (its task aborted) aborts its uploads in
+    /// the background.
     fn drop(&mut self) {
-        let series: Vec<FileSeries> = self
+        let writers: Vec<PartitionWriter> = self
             .data
             .take()
             .into_iter()
             .chain(self.quarantine.take())
             .collect();
-        if series.is_empty() {
+        if writers.is_empty() {
             return;
         }
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                for s in series {
-                    s.abort().await;
+                for w in writers {
+                    let _ = w.abort().await;
                 }
             });
         }

@@ -1,12 +1,14 @@
-//! The lake on the local file system: write, read back with the `parquet`
-//! reader, reconcile, rotate, crash mid-partition, race two committers.
+//! The lake on the local file system: batches land in Delta tables, read
+//! back through the Delta log with the `parquet` reader; reconcile, rotate,
+//! replace, crash mid-batch, race two processes.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, RecordBatch};
 use chrono::NaiveDate;
+use deltalake::DeltaTableBuilder;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use syncvet_lake::{Lake, LakeConfig, LakeError, PartitionKey, synthetic};
 use syncvet_model::{Catalog, Entity, SourceType};
@@ -15,14 +17,12 @@ fn patients() -> Arc<Entity> {
     Catalog::embedded().entity("patients").unwrap().clone()
 }
 
+fn date() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()
+}
+
 fn key(id: &str) -> PartitionKey {
-    PartitionKey::new(
-        SourceType::Pims,
-        "patients",
-        id,
-        NaiveDate::from_ymd_opt(2026, 11, 27).unwrap(),
-    )
-    .unwrap()
+    PartitionKey::new(SourceType::Pims, "patients", id, date()).unwrap()
 }
 
 fn lake(dir: &Path, tweak: impl FnOnce(&mut LakeConfig)) -> Lake {
@@ -31,73 +31,95 @@ fn lake(dir: &Path, tweak: impl FnOnce(&mut LakeConfig)) -> Lake {
     Lake::open(&config).unwrap()
 }
 
-/// Every `*.parquet` file under `dir`, relative to `root`, as a reader's glob sees it.
-fn glob_parquet(root: &Path, dir: &str) -> BTreeSet<String> {
-    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out)
-            } else {
-                out.push(p)
-            }
+/// What the Delta log of a table says, read with delta-rs and the files
+/// it adds read with the `parquet` reader: rows per (source, date), the
+/// version, the number of active files.
+struct Read {
+    version: u64,
+    files: usize,
+    /// (source column value, batch_date partition) → rows, in file order.
+    rows: BTreeMap<(String, String), Vec<RecordBatch>>,
+}
+
+impl Read {
+    fn ids(&self, source: &str) -> Vec<String> {
+        self.column(source, "id")
+    }
+
+    fn column(&self, source: &str, name: &str) -> Vec<String> {
+        self.rows
+            .get(&(source.to_owned(), date().to_string()))
+            .into_iter()
+            .flatten()
+            .flat_map(|b| {
+                let col = arrow::compute::cast(
+                    b.column_by_name(name).unwrap(),
+                    &arrow::datatypes::DataType::Utf8,
+                )
+                .unwrap();
+                let col = col.as_string::<i32>().clone();
+                (0..col.len())
+                    .map(|i| col.value(i).to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+async fn read_table(root: &Path, table: &str, source_column: &str) -> Option<Read> {
+    let dir = root.canonicalize().unwrap().join(table);
+    if !dir.exists() {
+        return None;
+    }
+    let url = url::Url::from_directory_path(&dir).unwrap();
+    let mut t = DeltaTableBuilder::from_url(url).unwrap().build().unwrap();
+    match t.load().await {
+        Ok(()) => {}
+        Err(deltalake::DeltaTableError::NotATable(_)) => return None,
+        Err(e) => panic!("{table}: {e}"),
+    }
+    let snapshot = t.snapshot().unwrap();
+    let mut rows: BTreeMap<(String, String), Vec<RecordBatch>> = BTreeMap::new();
+    let mut files = 0;
+    for f in snapshot.log_data().iter() {
+        files += 1;
+        let date = f.partition_values_map()["batch_date"].clone().unwrap();
+        let file = std::fs::File::open(dir.join(f.path().as_ref())).unwrap();
+        assert_eq!(
+            file.metadata().unwrap().len() as i64,
+            f.size(),
+            "{}",
+            f.path()
+        );
+        for b in ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            let b = b.unwrap();
+            assert!(
+                b.column_by_name("batch_date").is_none(),
+                "the partition column is in the path only"
+            );
+            let source = b.column_by_name(source_column).unwrap().as_string::<i32>();
+            assert!(b.num_rows() > 0);
+            let id = source.value(0).to_owned();
+            assert!(
+                (0..source.len()).all(|i| source.value(i) == id),
+                "a file holds one source"
+            );
+            rows.entry((id, date.clone())).or_default().push(b);
         }
     }
-    let mut files = Vec::new();
-    walk(&root.join(dir), &mut files);
-    files
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .map(|p| p.strip_prefix(root).unwrap().to_string_lossy().into_owned())
-        .collect()
-}
-
-fn read_parquet(path: &Path) -> Vec<RecordBatch> {
-    let file = std::fs::File::open(path).unwrap();
-    ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
-fn ids(batches: &[RecordBatch]) -> Vec<String> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            let col = b
-                .column_by_name("id")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .unwrap();
-            (0..col.len())
-                .map(|i| col.value(i).to_owned())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// Reads back every file a manifest lists, checking its row count.
-async fn read_partition(lake: &Lake, root: &Path, key: &PartitionKey) -> Vec<RecordBatch> {
-    let manifest = lake.manifest(key).await.unwrap().expect("committed");
-    let mut all = Vec::new();
-    for f in &manifest.files {
-        let batches = read_parquet(&root.join(&f.path));
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        assert_eq!(rows as u64, f.rows, "{}", f.path);
-        assert_eq!(
-            std::fs::metadata(root.join(&f.path)).unwrap().len(),
-            f.bytes
-        );
-        all.extend(batches);
-    }
-    all
+    Some(Read {
+        version: snapshot.version(),
+        files,
+        rows,
+    })
 }
 
 async fn write_rows(
-    w: &mut syncvet_lake::PartitionWriter,
+    w: &mut syncvet_lake::BatchWriter,
     entity: &Entity,
     first: u64,
     rows: usize,
@@ -113,111 +135,78 @@ async fn write_rows(
     }
 }
 
+fn expected_ids(first: u64, rows: u64) -> Vec<String> {
+    (first..first + rows)
+        .map(|i| format!("id-{i:010}"))
+        .collect()
+}
+
 #[tokio::test]
-async fn a_partition_round_trips_with_its_rejects_and_manifest() {
+async fn a_batch_lands_with_its_rejects_lineage_and_transaction() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = lake(tmp.path(), |_| {});
-    let root = tmp.path().canonicalize().unwrap();
     let entity = patients();
     let k = key("p-0001");
-    assert!(!lake.is_done(&k).await.unwrap());
-
-    let mut w = lake.writer(entity.clone(), k.clone(), "run-1");
-    let first = synthetic::batch(&entity.arrow_schema(), 0, 700);
-    let second = synthetic::batch(&entity.arrow_schema(), 700, 300);
-    w.write_batch(&first).await.unwrap();
-    w.write_rejects(&[("{\"id\":1}", "name", "required field is missing")])
-        .await
-        .unwrap();
-    w.write_batch(&second).await.unwrap();
-    w.write_rejects(&[(
-        "{\"id\":2,\"weight\":\"heavy\"}".to_string(),
-        "weight".to_string(),
-        "not a decimal".to_string(),
-    )])
-    .await
-    .unwrap();
-    let summary = w.commit(Some(1002)).await.unwrap();
-    assert_eq!((summary.rows, summary.rejected), (1000, 2));
-    assert_eq!(
-        summary.files,
-        vec!["pims/patients/practice_id=p-0001/batch_date=2026-11-27/part-00000.parquet"]
-    );
-
-    let back = read_partition(&lake, &root, &k).await;
-    let expected =
-        arrow::compute::concat_batches(&entity.arrow_schema(), &[first, second]).unwrap();
-    let got = arrow::compute::concat_batches(&back[0].schema(), &back).unwrap();
-    assert_eq!(
-        got.schema(),
-        entity.arrow_schema(),
-        "catalog names and types"
-    );
-    assert_eq!(got, expected, "same values");
-    assert!(got.schema().field_with_name("practice_id").is_err());
-
-    let m = lake.manifest(&k).await.unwrap().unwrap();
-    assert_eq!(m.run_id, "run-1");
-    assert_eq!(m.source_total, Some(1002));
-    assert_eq!(m.schema_fingerprint, entity.schema_fingerprint());
-    assert_eq!(m.quarantine_files.len(), 1);
-    let q = read_parquet(&root.join(&m.quarantine_files[0].path));
-    let q = arrow::compute::concat_batches(&q[0].schema(), &q).unwrap();
-    assert_eq!(q.num_rows(), 2);
-    let reason = q
-        .column_by_name("reason")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap();
-    assert_eq!(reason.value(1), "not a decimal");
     assert!(
-        m.quarantine_files[0]
-            .path
-            .starts_with("_quarantine/patients/practice_id=p-0001/batch_date=2026-11-27/")
-    );
-
-    // Parquet properties: zstd, dictionary, statistics, row groups.
-    let file = std::fs::File::open(root.join(&m.files[0].path)).unwrap();
-    let meta = ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .metadata()
-        .clone();
-    let id = meta.row_group(0).column(0);
-    assert_eq!(id.column_path().string(), "id");
-    assert!(
-        id.dictionary_page_offset().is_none(),
-        "unique ids are stored plain"
-    );
-    let col = meta.row_group(0).column(1);
-    assert!(matches!(
-        col.compression(),
-        parquet::basic::Compression::ZSTD(_)
-    ));
-    assert!(col.dictionary_page_offset().is_some());
-    assert!(col.statistics().is_some());
-
-    assert!(lake.is_done(&k).await.unwrap());
-    lake.writer(entity.clone(), key("p-0002"), "run-1")
-        .commit(Some(0))
-        .await
-        .unwrap();
-    let done = lake
-        .done_partitions(SourceType::Pims, "patients")
-        .await
-        .unwrap();
-    assert_eq!(done, vec![k.clone(), key("p-0002")]);
-    assert!(
-        lake.done_partitions(SourceType::Pims, "clients")
+        lake.done_partitions(SourceType::Pims, "patients")
             .await
             .unwrap()
             .is_empty()
     );
-    let empty = read_partition(&lake, &root, &key("p-0002")).await;
+
+    let mut w = lake.writer(entity.clone(), k.clone(), "run-1");
+    write_rows(&mut w, &entity, 0, 700, 700).await;
+    w.write_rejects(&[("{\"id\":1}", "name", "required field is missing")])
+        .await
+        .unwrap();
+    write_rows(&mut w, &entity, 700, 300, 300).await;
+    let summary = w.commit(Some(1001)).await.unwrap();
+    assert_eq!((summary.rows, summary.rejected), (1000, 1));
+    assert_eq!(summary.files.len(), 1);
+    assert!(
+        summary.files[0].starts_with("batch_date=2026-11-27/part-")
+            && summary.files[0].ends_with(".parquet"),
+        "{:?}",
+        summary.files
+    );
+
+    let read = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!(read.ids("p-0001"), expected_ids(0, 1000));
+    assert!(
+        read.column("p-0001", "_run_id")
+            .iter()
+            .all(|r| r == "run-1")
+    );
+    assert_eq!(read.column("p-0001", "_loaded_at").len(), 1000);
+    assert_eq!(read.version, summary.version);
+
+    let rejects = read_table(tmp.path(), "_quarantine/patients", "source_id")
+        .await
+        .unwrap();
     assert_eq!(
-        empty.iter().map(|b| b.num_rows()).sum::<usize>(),
-        0,
-        "an empty partition still has a file with its schema"
+        rejects.column("p-0001", "reason"),
+        ["required field is missing"]
+    );
+    assert_eq!(rejects.column("p-0001", "raw"), ["{\"id\":1}"]);
+    assert_eq!(rejects.column("p-0001", "entity"), ["patients"]);
+    assert_eq!(rejects.column("p-0001", "source_type"), ["pims"]);
+
+    assert_eq!(
+        lake.done_partitions(SourceType::Pims, "patients")
+            .await
+            .unwrap(),
+        vec![k.clone()]
+    );
+    // A second process (a fresh lake handle) reads the same done set from the log.
+    let other = self::lake(tmp.path(), |_| {});
+    assert_eq!(
+        other
+            .done_partitions(SourceType::Pims, "patients")
+            .await
+            .unwrap(),
+        vec![k]
     );
 }
 
@@ -225,279 +214,276 @@ async fn a_partition_round_trips_with_its_rejects_and_manifest() {
 async fn a_mismatch_with_the_source_total_commits_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = lake(tmp.path(), |_| {});
-    let root = tmp.path().canonicalize().unwrap();
     let entity = patients();
-    let k = key("p-0003");
-    let mut w = lake.writer(entity.clone(), k.clone(), "run-1");
-    write_rows(&mut w, &entity, 0, 500, 100).await;
-    w.write_rejects(&[("{}", "id", "missing")]).await.unwrap();
-    let err = w.commit(Some(510)).await.unwrap_err();
-    match &err {
-        LakeError::Reconciliation {
-            expected,
-            written,
-            rejected,
-            partition,
-        } => {
-            assert_eq!((*expected, *written, *rejected), (510, 500, 1));
-            assert_eq!(partition, &k.path());
-        }
-        other => panic!("{other}"),
-    }
+    let mut w = lake.writer(entity.clone(), key("p-0001"), "run-1");
+    write_rows(&mut w, &entity, 0, 500, 250).await;
+    let err = w.commit(Some(501)).await.unwrap_err();
     assert!(
-        err.to_string().contains("510") && err.to_string().contains("500"),
+        matches!(
+            err,
+            LakeError::Reconciliation {
+                expected: 501,
+                written: 500,
+                rejected: 0,
+                ..
+            }
+        ),
         "{err}"
     );
-    assert!(!lake.is_done(&k).await.unwrap());
-    assert!(glob_parquet(&root, "pims").is_empty());
-    assert!(glob_parquet(&root, "_quarantine").is_empty());
+    assert!(err.to_string().contains("501"), "{err}");
+    assert!(
+        lake.done_partitions(SourceType::Pims, "patients")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    if let Some(read) = read_table(tmp.path(), "pims/patients", "practice_id").await {
+        assert_eq!(read.files, 0);
+    }
 }
 
 #[tokio::test]
-async fn files_rotate_at_max_file_bytes_with_correct_row_counts() {
+async fn files_rotate_at_max_file_bytes_and_all_land_in_one_commit() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = lake(tmp.path(), |c| {
-        c.row_group_rows = 1000;
         c.max_file_bytes = 64 * 1024;
+        c.row_group_rows = 1000;
     });
-    let root = tmp.path().canonicalize().unwrap();
     let entity = patients();
-    let k = key("p-0004");
-    let mut w = lake.writer(entity.clone(), k.clone(), "run-1");
+    let mut w = lake.writer(entity.clone(), key("p-0001"), "run-1");
     write_rows(&mut w, &entity, 0, 20_000, 1000).await;
     let summary = w.commit(Some(20_000)).await.unwrap();
-    assert!(summary.files.len() >= 3, "{:?}", summary.files);
-    for (i, f) in summary.files.iter().enumerate() {
-        assert!(f.ends_with(&format!("part-{i:05}.parquet")), "{f}");
-    }
-    let back = read_partition(&lake, &root, &k).await;
-    let got: BTreeSet<String> = ids(&back).into_iter().collect();
-    assert_eq!(got.len(), 20_000);
-    for f in &summary.files {
-        let file = std::fs::File::open(root.join(f)).unwrap();
-        let meta = ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .metadata()
-            .clone();
-        assert!(meta.num_row_groups() >= 1);
-        for rg in meta.row_groups() {
-            assert_eq!(rg.num_rows(), 1000, "row groups of row_group_rows in {f}");
-        }
-    }
-}
-
-#[tokio::test]
-async fn a_writer_killed_mid_partition_leaves_nothing_visible_and_a_rewrite_is_exact() {
-    let tmp = tempfile::tempdir().unwrap();
-    let lake = lake(tmp.path(), |c| {
-        c.row_group_rows = 2000;
-        c.max_file_bytes = 128 * 1024;
-    });
-    let root = tmp.path().canonicalize().unwrap();
-    let entity = patients();
-    let k = key("p-0005");
-
-    // Run 1 commits 5,000 rows; run 2 is killed after 30,000 rows of 50,000.
-    let mut w = lake.writer(entity.clone(), k.clone(), "run-1");
-    write_rows(&mut w, &entity, 0, 5000, 1000).await;
-    w.commit(None).await.unwrap();
-
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(1);
-    let task = {
-        let (lake, entity, k) = (lake.clone(), entity.clone(), k.clone());
-        tokio::spawn(async move {
-            let mut w = lake.writer(entity.clone(), k, "run-2");
-            for i in 0..50u64 {
-                w.write_batch(&synthetic::batch(&entity.arrow_schema(), i * 1000, 1000))
-                    .await
-                    .unwrap();
-                if i == 29 {
-                    tx.send(i).await.unwrap();
-                }
-                tokio::task::yield_now().await;
-            }
-            w.commit(Some(50_000)).await.unwrap();
-        })
-    };
-    rx.recv().await.unwrap();
-    let staging: Vec<_> = std::fs::read_dir(root.join(k.path()))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(".parquet#"))
-        .collect();
-    assert!(
-        staging.len() > 1,
-        "run 2 had rotated files in flight: {staging:?}"
-    );
-    task.abort();
-    assert!(task.await.unwrap_err().is_cancelled());
-
-    let manifest = lake.manifest(&k).await.unwrap().unwrap();
-    assert_eq!(manifest.run_id, "run-1");
-    let listed: BTreeSet<String> = manifest.files.iter().map(|f| f.path.clone()).collect();
-    let seen = glob_parquet(&root, "pims");
-    assert!(
-        seen.is_subset(&listed),
-        "visible but unlisted: {:?}",
-        seen.difference(&listed).collect::<Vec<_>>()
-    );
-    assert_eq!(ids(&read_partition(&lake, &root, &k).await).len(), 5000);
-
-    // The re-run replaces the partition: same rows, no duplicates, no leftovers.
-    let mut w = lake.writer(entity.clone(), k.clone(), "run-3");
-    write_rows(&mut w, &entity, 0, 50_000, 1000).await;
-    w.commit(Some(50_000)).await.unwrap();
-    let back = ids(&read_partition(&lake, &root, &k).await);
-    let unique: BTreeSet<&String> = back.iter().collect();
-    assert_eq!((back.len(), unique.len()), (50_000, 50_000));
-    let expected: BTreeSet<String> = ids(&[synthetic::batch(&entity.arrow_schema(), 0, 50_000)])
-        .into_iter()
-        .collect();
-    assert_eq!(
-        unique.into_iter().cloned().collect::<BTreeSet<_>>(),
-        expected
-    );
-    let listed: BTreeSet<String> = lake
-        .manifest(&k)
+    assert!(summary.files.len() > 2, "{} files", summary.files.len());
+    let read = read_table(tmp.path(), "pims/patients", "practice_id")
         .await
-        .unwrap()
-        .unwrap()
-        .files
-        .into_iter()
-        .map(|f| f.path)
-        .collect();
-    assert_eq!(glob_parquet(&root, "pims"), listed);
-    let leftovers: Vec<_> = std::fs::read_dir(root.join(k.path()))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains('#') || n.starts_with("_commit"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+        .unwrap();
+    assert_eq!(read.files, summary.files.len());
+    let mut ids = read.ids("p-0001");
+    ids.sort();
+    assert_eq!(ids, expected_ids(0, 20_000));
+    // Table creation is version 0; the batch is one commit.
+    assert_eq!(read.version, 1);
 }
 
 #[tokio::test]
-async fn a_rerun_with_fewer_files_removes_the_files_it_does_not_list() {
-    let tmp = tempfile::tempdir().unwrap();
-    let lake = lake(tmp.path(), |c| {
-        c.row_group_rows = 1000;
-        c.max_file_bytes = 32 * 1024;
-    });
-    let root = tmp.path().canonicalize().unwrap();
-    let entity = patients();
-    let k = key("p-0006");
-    let mut w = lake.writer(entity.clone(), k.clone(), "run-1");
-    write_rows(&mut w, &entity, 0, 10_000, 1000).await;
-    w.write_rejects(&[("{}", "id", "missing")]).await.unwrap();
-    let big = w.commit(None).await.unwrap();
-    assert!(big.files.len() > 2);
-
-    let mut w = lake.writer(entity.clone(), k.clone(), "run-2");
-    write_rows(&mut w, &entity, 0, 900, 900).await;
-    let small = w.commit(Some(900)).await.unwrap();
-    assert_eq!(small.files.len(), 1);
-    assert_eq!(
-        glob_parquet(&root, "pims"),
-        small.files.iter().cloned().collect()
-    );
-    assert!(
-        glob_parquet(&root, "_quarantine").is_empty(),
-        "old rejects went with their run"
-    );
-    assert_eq!(ids(&read_partition(&lake, &root, &k).await).len(), 900);
-}
-
-#[tokio::test]
-async fn restart_drops_what_was_written() {
+async fn a_rewrite_replaces_the_batch_in_one_commit_and_leaves_others_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = lake(tmp.path(), |_| {});
-    let root = tmp.path().canonicalize().unwrap();
     let entity = patients();
-    let k = key("p-0007");
-    let mut w = lake.writer(entity.clone(), k.clone(), "run-1");
+    for (id, rows) in [("p-0001", 1000), ("p-0002", 300)] {
+        let mut w = lake.writer(entity.clone(), key(id), "run-1");
+        write_rows(&mut w, &entity, 0, rows, 500).await;
+        w.write_rejects(&[("{}", "", "bad")]).await.unwrap();
+        w.commit(Some(rows as u64 + 1)).await.unwrap();
+    }
+    let before = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+
+    let mut w = lake.writer(entity.clone(), key("p-0001"), "run-2");
+    write_rows(&mut w, &entity, 5000, 400, 400).await;
+    let summary = w.commit(Some(400)).await.unwrap();
+    assert_eq!(
+        summary.version,
+        before.version + 1,
+        "one commit replaces the batch"
+    );
+
+    let after = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!(after.ids("p-0001"), expected_ids(5000, 400));
+    assert!(
+        after
+            .column("p-0001", "_run_id")
+            .iter()
+            .all(|r| r == "run-2")
+    );
+    assert_eq!(after.ids("p-0002"), before.ids("p-0002"));
+    // The rejects of the first run went with it; the other batch's stay.
+    let rejects = read_table(tmp.path(), "_quarantine/patients", "source_id")
+        .await
+        .unwrap();
+    assert!(rejects.column("p-0001", "raw").is_empty());
+    assert_eq!(rejects.column("p-0002", "raw"), ["{}"]);
+    assert_eq!(
+        lake.done_partitions(SourceType::Pims, "patients")
+            .await
+            .unwrap(),
+        vec![key("p-0001"), key("p-0002")]
+    );
+}
+
+#[tokio::test]
+async fn an_empty_batch_is_done_without_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = lake(tmp.path(), |_| {});
+    let w = lake.writer(patients(), key("p-0009"), "run-1");
+    let summary = w.commit(Some(0)).await.unwrap();
+    assert!(summary.files.is_empty());
+    assert_eq!(
+        lake.done_partitions(SourceType::Pims, "patients")
+            .await
+            .unwrap(),
+        vec![key("p-0009")]
+    );
+    let read = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!(read.files, 0);
+    // The table carries the full schema for readers even with no file.
+    let url =
+        url::Url::from_directory_path(tmp.path().canonicalize().unwrap().join("pims/patients"))
+            .unwrap();
+    let t = deltalake::open_table(url).await.unwrap();
+    let schema = t.snapshot().unwrap().schema();
+    for column in [
+        "practice_id",
+        "id",
+        "batch_date",
+        "_run_id",
+        "_loaded_at",
+        "last_modified",
+    ] {
+        assert!(schema.field(column).is_some(), "{column}");
+    }
+}
+
+#[tokio::test]
+async fn a_writer_dropped_or_restarted_mid_batch_commits_nothing_of_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = lake(tmp.path(), |c| c.row_group_rows = 1000);
+    let entity = patients();
+    {
+        let mut w = lake.writer(entity.clone(), key("p-0001"), "run-1");
+        write_rows(&mut w, &entity, 0, 5000, 1000).await;
+        // Dropped without a commit, as an aborted task is.
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        lake.done_partitions(SourceType::Pims, "patients")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        read_table(tmp.path(), "pims/patients", "practice_id")
+            .await
+            .is_none()
+    );
+
+    let mut w = lake.writer(entity.clone(), key("p-0001"), "run-2");
     write_rows(&mut w, &entity, 0, 3000, 1000).await;
-    w.write_rejects(&[("{}", "id", "missing")]).await.unwrap();
+    w.write_rejects(&[("x", "", "bad")]).await.unwrap();
     w.restart().await.unwrap();
     assert_eq!((w.rows(), w.rejected()), (0, 0));
-    write_rows(&mut w, &entity, 0, 3000, 1000).await;
-    w.commit(Some(3000)).await.unwrap();
-    let back = ids(&read_partition(&lake, &root, &k).await);
-    assert_eq!(back.iter().collect::<BTreeSet<_>>().len(), 3000);
-    assert_eq!(back.len(), 3000);
+    write_rows(&mut w, &entity, 100, 200, 100).await;
+    w.commit(Some(200)).await.unwrap();
+    let read = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!(read.ids("p-0001"), expected_ids(100, 200));
+    assert!(
+        read_table(tmp.path(), "_quarantine/patients", "source_id")
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
-async fn two_racing_writers_commit_exactly_once_and_the_partition_stays_consistent() {
+async fn two_processes_writing_one_batch_land_it_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two lake handles share nothing in memory, as two processes would not.
+    let (a, b) = (lake(tmp.path(), |_| {}), lake(tmp.path(), |_| {}));
+    let entity = patients();
+    let mut wa = a.writer(entity.clone(), key("p-0001"), "run-a");
+    let mut wb = b.writer(entity.clone(), key("p-0001"), "run-b");
+    write_rows(&mut wa, &entity, 0, 1000, 500).await;
+    write_rows(&mut wb, &entity, 0, 1000, 500).await;
+    wa.commit(Some(1000)).await.unwrap();
+    let err = wb.commit(Some(1000)).await.unwrap_err();
+    assert!(matches!(err, LakeError::CommitConflict { .. }), "{err}");
+    let read = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!(read.ids("p-0001"), expected_ids(0, 1000));
+    assert!(
+        read.column("p-0001", "_run_id")
+            .iter()
+            .all(|r| r == "run-a")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_racing_on_different_batches_lose_no_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lakes = [lake(tmp.path(), |_| {}), lake(tmp.path(), |_| {})];
+    let entity = patients();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let lake = lakes[i % 2].clone();
+        let entity = entity.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("p-{i:04}");
+            let mut w = lake.writer(entity.clone(), key(&id), "run");
+            write_rows(&mut w, &entity, 0, 50 + i, 100).await;
+            w.commit(Some(50 + i as u64)).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let read = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    for i in 0..16 {
+        assert_eq!(read.ids(&format!("p-{i:04}")).len(), 50 + i, "p-{i:04}");
+    }
+    let fresh = lake(tmp.path(), |_| {});
+    assert_eq!(
+        fresh
+            .done_partitions(SourceType::Pims, "patients")
+            .await
+            .unwrap()
+            .len(),
+        16
+    );
+}
+
+#[tokio::test]
+async fn the_done_set_is_read_from_a_checkpoint_and_the_commits_after_it() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = lake(tmp.path(), |_| {});
-    let root = tmp.path().canonicalize().unwrap();
     let entity = patients();
-    for round in 0..5 {
-        let k = key(&format!("race-{round}"));
-        let mut a = lake.writer(entity.clone(), k.clone(), "run-a");
-        let mut b = lake.writer(entity.clone(), k.clone(), "run-b");
-        write_rows(&mut a, &entity, 0, 1000, 500).await;
-        write_rows(&mut b, &entity, 0, 2500, 500).await;
-        let (ra, rb) = tokio::join!(
-            tokio::spawn(a.commit(Some(1000))),
-            tokio::spawn(b.commit(Some(2500)))
-        );
-        let (ra, rb) = (ra.unwrap(), rb.unwrap());
-        assert!(ra.is_ok() != rb.is_ok(), "exactly one wins: {ra:?} {rb:?}");
-        let loser = ra.as_ref().err().or(rb.as_ref().err()).unwrap();
-        assert!(matches!(loser, LakeError::CommitConflict { .. }), "{loser}");
-        let m = lake.manifest(&k).await.unwrap().unwrap();
-        let winner_rows = if ra.is_ok() { 1000 } else { 2500 };
-        assert_eq!(m.rows, winner_rows);
-        assert_eq!(
-            ids(&read_partition(&lake, &root, &k).await).len() as u64,
-            winner_rows
-        );
+    for i in 0..3 {
+        let mut w = lake.writer(entity.clone(), key(&format!("p-{i}")), "run");
+        write_rows(&mut w, &entity, 0, 10, 10).await;
+        w.commit(Some(10)).await.unwrap();
     }
-
-    // A writer that started before another one committed loses too.
-    let k = key("race-late");
-    let mut early = lake.writer(entity.clone(), k.clone(), "run-early");
-    write_rows(&mut early, &entity, 0, 100, 100).await;
-    let mut late = lake.writer(entity.clone(), k.clone(), "run-late");
-    write_rows(&mut late, &entity, 0, 200, 100).await;
-    late.commit(Some(200)).await.unwrap();
-    assert!(matches!(
-        early.commit(Some(100)).await,
-        Err(LakeError::CommitConflict { .. })
-    ));
-    assert_eq!(lake.manifest(&k).await.unwrap().unwrap().run_id, "run-late");
-    assert_eq!(ids(&read_partition(&lake, &root, &k).await).len(), 200);
-}
-
-#[tokio::test]
-async fn a_stale_claim_left_by_a_crash_is_taken_over_but_a_fresh_one_is_respected() {
-    let tmp = tempfile::tempdir().unwrap();
-    let lake = lake(tmp.path(), |c| c.commit_claim_ttl_secs = 60);
-    let root = tmp.path().canonicalize().unwrap();
-    let entity = patients();
-    let k = key("p-0008");
-    let claim = root.join(k.path()).join("_commit.claim");
-    std::fs::create_dir_all(claim.parent().unwrap()).unwrap();
-    std::fs::write(&claim, "{}").unwrap();
-    let w = lake.writer(entity.clone(), k.clone(), "run-1");
-    assert!(matches!(
-        w.commit(Some(0)).await,
-        Err(LakeError::CommitConflict { .. })
-    ));
-    assert!(!lake.is_done(&k).await.unwrap());
-
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
-    std::fs::File::options()
-        .write(true)
-        .open(&claim)
-        .unwrap()
-        .set_modified(old)
+    let url =
+        url::Url::from_directory_path(tmp.path().canonicalize().unwrap().join("pims/patients"))
+            .unwrap();
+    let table = deltalake::open_table(url).await.unwrap();
+    deltalake::checkpoints::create_checkpoint(&table, None)
+        .await
         .unwrap();
-    let w = lake.writer(entity.clone(), k.clone(), "run-2");
+    let w = lake.writer(entity.clone(), key("p-3"), "run");
     w.commit(Some(0)).await.unwrap();
-    assert!(lake.is_done(&k).await.unwrap());
-    assert!(!claim.exists(), "released after the commit");
+    // Older commits gone, as log cleanup removes them: the checkpoint must answer.
+    std::fs::remove_file(
+        tmp.path()
+            .join("pims/patients/_delta_log/00000000000000000001.json"),
+    )
+    .unwrap();
+    let fresh = self::lake(tmp.path(), |_| {});
+    let done: Vec<String> = fresh
+        .done_partitions(SourceType::Pims, "patients")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.source_id)
+        .collect();
+    assert_eq!(done, ["p-0", "p-1", "p-2", "p-3"]);
 }
 
 #[tokio::test]
@@ -530,4 +516,228 @@ async fn run_reports_are_stored_under_runs() {
         lake.put_run_report("../x", "{}".into()).await,
         Err(LakeError::UnsafePathSegment { .. })
     ));
+}
+
+/// `patients` as a user's catalog folder would redefine it: the embedded
+/// file with `extra` appended.
+fn patients_with(dir: &Path, extra: &str) -> Arc<Entity> {
+    let embedded = include_str!("../../syncvet-model/catalog/pims/patients.toml");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("patients.toml"), format!("{embedded}\n{extra}")).unwrap();
+    Catalog::load(Some(dir))
+        .unwrap()
+        .entity("patients")
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn a_catalog_that_gains_a_field_adds_the_column_and_old_rows_read_null() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = lake(&tmp.path().join("lake"), |_| {});
+    let entity = patients();
+    let mut w = lake.writer(entity.clone(), key("p-0001"), "run-1");
+    write_rows(&mut w, &entity, 0, 10, 10).await;
+    w.commit(Some(10)).await.unwrap();
+
+    let wider = patients_with(
+        &tmp.path().join("catalog"),
+        "[[fields]]\nkey = \"microchipNumber\"\ntype = \"string\"\n",
+    );
+    assert!(
+        wider
+            .arrow_schema()
+            .field_with_name("microchip_number")
+            .is_ok()
+    );
+    let mut w = lake.writer(wider.clone(), key("p-0002"), "run-2");
+    write_rows(&mut w, &wider, 0, 5, 5).await;
+    w.commit(Some(5)).await.unwrap();
+
+    let url = url::Url::from_directory_path(
+        tmp.path()
+            .join("lake")
+            .canonicalize()
+            .unwrap()
+            .join("pims/patients"),
+    )
+    .unwrap();
+    let t = deltalake::open_table(url).await.unwrap();
+    let field = t
+        .snapshot()
+        .unwrap()
+        .schema()
+        .field("microchip_number")
+        .cloned()
+        .expect("the column was added");
+    assert!(field.is_nullable());
+    let read = read_table(&tmp.path().join("lake"), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!(read.column("p-0002", "microchip_number").len(), 5);
+    let old = &read.rows[&("p-0001".to_owned(), date().to_string())];
+    assert!(
+        old.iter()
+            .all(|b| b.column_by_name("microchip_number").is_none()),
+        "old files are not rewritten"
+    );
+}
+
+#[tokio::test]
+async fn a_field_whose_type_changed_is_refused_by_name_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = lake(&tmp.path().join("lake"), |_| {});
+    let entity = patients();
+    let mut w = lake.writer(entity.clone(), key("p-0001"), "run-1");
+    write_rows(&mut w, &entity, 0, 10, 10).await;
+    w.commit(Some(10)).await.unwrap();
+    let before = read_table(&tmp.path().join("lake"), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+
+    // `weight` is decimal(9,3) in the embedded catalog.
+    let toml = include_str!("../../syncvet-model/catalog/pims/patients.toml");
+    assert!(
+        toml.contains("key = \"weight\""),
+        "the test assumes a weight field"
+    );
+    let dir = tmp.path().join("catalog");
+    std::fs::create_dir_all(&dir).unwrap();
+    let changed = toml.replace(
+        "key = \"weight\"\ntype = \"decimal(9,3)\"",
+        "key = \"weight\"\ntype = \"string\"",
+    );
+    assert_ne!(changed, toml, "the weight field's type line moved");
+    std::fs::write(dir.join("patients.toml"), changed).unwrap();
+    let narrowed = Catalog::load(Some(&dir))
+        .unwrap()
+        .entity("patients")
+        .unwrap()
+        .clone();
+    let mut w = lake.writer(narrowed.clone(), key("p-0002"), "run-2");
+    write_rows(&mut w, &narrowed, 0, 5, 5).await;
+    let err = w.commit(Some(5)).await.unwrap_err().to_string();
+    for part in ["pims/patients", "weight", "decimal", "string"] {
+        assert!(err.contains(part), "{part} not in: {err}");
+    }
+    let after = read_table(&tmp.path().join("lake"), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!(after.version, before.version, "nothing committed");
+    assert!(after.ids("p-0002").is_empty());
+}
+
+#[tokio::test]
+async fn a_lake_of_the_old_per_partition_layout_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp
+        .path()
+        .join("pims/patients/practice_id=p-0001/batch_date=2026-11-27");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("_manifest.json"), "{}").unwrap();
+    let lake = lake(tmp.path(), |_| {});
+    let err = lake
+        .done_partitions(SourceType::Pims, "patients")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LakeError::OldLayout { .. }), "{err}");
+    assert!(err.to_string().contains("practice_id=p-0001"), "{err}");
+    let entity = patients();
+    let mut w = lake.writer(entity.clone(), key("p-0002"), "run-1");
+    let written = w
+        .write_batch(&synthetic::batch(&entity.arrow_schema(), 0, 5))
+        .await;
+    assert!(
+        matches!(written, Err(LakeError::OldLayout { .. })),
+        "{written:?}"
+    );
+    assert!(!tmp.path().join("pims/patients/_delta_log").exists());
+}
+
+#[tokio::test]
+async fn a_group_of_batches_lands_in_one_commit_per_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = lake(tmp.path(), |_| {});
+    let entity = patients();
+    let clients = Catalog::embedded().entity("clients").unwrap().clone();
+    let committer = syncvet_lake::GroupCommitter::new(&lake);
+    let mut pending = Vec::new();
+    for i in 0..6 {
+        let (entity, key) = if i % 3 == 2 {
+            (
+                clients.clone(),
+                PartitionKey::new(SourceType::Pims, "clients", format!("p-{i}"), date()).unwrap(),
+            )
+        } else {
+            (entity.clone(), key(&format!("p-{i}")))
+        };
+        let mut w = lake.writer(entity.clone(), key, "run-1");
+        write_rows(&mut w, &entity, 0, 20, 20).await;
+        if i == 1 {
+            w.write_rejects(&[("{}", "", "bad")]).await.unwrap();
+        }
+        let total = 20 + u64::from(i == 1);
+        pending.push(committer.submit(w.stage(Some(total)).await.unwrap()));
+    }
+    committer.finish().await;
+    let mut versions = Vec::new();
+    for p in pending {
+        versions.push(p.await.unwrap().version);
+    }
+    // Version 0 created each table; the group is version 1 of each.
+    assert_eq!(versions, [1, 1, 1, 1, 1, 1]);
+    let read = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!((read.version, read.rows.len()), (1, 4));
+    let clients = read_table(tmp.path(), "pims/clients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!((clients.version, clients.rows.len()), (1, 2));
+    let rejects = read_table(tmp.path(), "_quarantine/patients", "source_id")
+        .await
+        .unwrap();
+    assert_eq!(rejects.column("p-1", "reason"), ["bad"]);
+    assert_eq!(
+        lake.done_partitions(SourceType::Pims, "patients")
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+#[tokio::test]
+async fn a_batch_another_process_committed_is_left_out_of_the_group_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (lake(tmp.path(), |_| {}), lake(tmp.path(), |_| {}));
+    let entity = patients();
+    let mut staged = Vec::new();
+    for id in ["p-1", "p-2", "p-3"] {
+        let mut w = a.writer(entity.clone(), key(id), "run-a");
+        write_rows(&mut w, &entity, 0, 10, 10).await;
+        staged.push(w.stage(Some(10)).await.unwrap());
+    }
+    // Meanwhile another process lands p-2.
+    let mut w = b.writer(entity.clone(), key("p-2"), "run-b");
+    write_rows(&mut w, &entity, 100, 5, 5).await;
+    w.commit(Some(5)).await.unwrap();
+
+    let results = a.commit(staged).await;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(LakeError::CommitConflict { .. })),
+        "{:?}",
+        results[1]
+    );
+    let read = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!(
+        read.ids("p-2"),
+        expected_ids(100, 5),
+        "the other process's batch stands"
+    );
+    assert_eq!(read.ids("p-1").len(), 10);
+    assert_eq!(read.ids("p-3").len(), 10);
 }

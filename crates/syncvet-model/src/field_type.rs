@@ -44,8 +44,10 @@ impl FieldType {
             FieldType::Bool => DataType::Boolean,
             FieldType::Date => DataType::Date32,
             FieldType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            // `element`, as Parquet's LIST layout and Delta name it: the
+            // schema delta-rs derives for the table then equals the files'.
             FieldType::StringList => {
-                DataType::List(Arc::new(ArrowField::new("item", DataType::Utf8, true)))
+                DataType::List(Arc::new(ArrowField::new("element", DataType::Utf8, true)))
             }
         }
     }

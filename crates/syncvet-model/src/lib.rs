@@ -5,8 +5,8 @@
 //! folder of the user's (a file named like an embedded entity replaces it;
 //! any other file adds an entity). From each [`Entity`] the crate derives
 //! the Arrow schema of its Parquet files ([`Entity::arrow_schema`]) and a
-//! fingerprint of that schema that manifests record, so a reader can tell
-//! when a partition was written with another catalog.
+//! fingerprint of that schema that each batch's Delta commit records, so a
+//! reader can tell when a batch was written with another catalog.
 //!
 //! [`PageDecoder`] turns the JSON text of a page's `items` into a
 //! `RecordBatch` of exactly that schema, coercing each value as it is parsed

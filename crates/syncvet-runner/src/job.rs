@@ -1,4 +1,4 @@
-//! Syncing one partition: pages in, Parquet out, committed once.
+//! Syncing one partition: pages in, Parquet out, staged for its group commit.
 //!
 //! Three stages run at once, joined by bounded channels that push back:
 //! the fetcher (HTTP, async), the decoders (JSON → Arrow, CPU-bound, on the
@@ -16,7 +16,7 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 
 use syncvet_client::{ApiClient, BatchPage, ClientError, PageEvent};
-use syncvet_lake::{Lake, PartitionWriter};
+use syncvet_lake::{BatchWriter, GroupCommitter, Lake, PendingCommit};
 use syncvet_model::{DecodedPage, Entity, PageDecoder};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,8 @@ use crate::report::{PartitionReport, PartitionStatus};
 pub(crate) struct JobContext<'a> {
     pub client: &'a ApiClient,
     pub lake: &'a Lake,
+    /// Where staged batches go to be committed in groups.
+    pub committer: &'a GroupCommitter,
     pub metrics: &'a Metrics,
     pub run_id: &'a str,
     pub pages_in_flight: usize,
@@ -67,7 +69,9 @@ struct Tally {
 }
 
 /// Syncs one partition and says how it went; never panics on bad data.
-pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> PartitionReport {
+/// The batch is staged and handed to the run's group committer; the
+/// partition counts as committed once [`Landing::landed`] says so.
+pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> Landing {
     let started = Instant::now();
     let key = job.key.clone();
     let mut stream = ctx
@@ -144,12 +148,14 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> P
     decoding.abort();
     let stream_stats = fetcher.await.unwrap_or_default();
 
+    let mut pending = None;
     let status = match outcome {
-        Ok(()) => match writer.commit(tally.total_count).await {
-            Ok(summary) => PartitionStatus::Committed {
-                files: summary.files.len() as u64,
-                bytes: summary.bytes,
-            },
+        Ok(()) => match writer.stage(tally.total_count).await {
+            Ok(staged) => {
+                let (files, bytes) = staged.files();
+                pending = Some(ctx.committer.submit(staged));
+                PartitionStatus::Committed { files, bytes }
+            }
             Err(e) => PartitionStatus::Failed {
                 error: e.to_string(),
             },
@@ -170,8 +176,30 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> P
         &stream_stats,
         tally.into_counts(),
     );
-    ctx.metrics.partition_done(&report);
-    report
+    Landing { report, pending }
+}
+
+/// A partition synced: its report, and its commit while its group waits.
+pub(crate) struct Landing {
+    pub report: PartitionReport,
+    pub pending: Option<PendingCommit>,
+}
+
+impl Landing {
+    /// The report once the batch's group is committed: a commit that
+    /// failed turns the partition failed.
+    pub(crate) async fn landed(self, metrics: &Metrics) -> PartitionReport {
+        let mut report = self.report;
+        if let Some(pending) = self.pending
+            && let Err(e) = pending.await
+        {
+            report.status = PartitionStatus::Failed {
+                error: e.to_string(),
+            };
+        }
+        metrics.partition_done(&report);
+        report
+    }
 }
 
 /// Pages decoded at once per partition: two keep both cores busy on one
@@ -258,7 +286,7 @@ fn decode_one(event: Result<PageEvent, ClientError>, idle: &mut Vec<PageDecoder>
     }
 }
 
-async fn abort_quietly(writer: PartitionWriter) {
+async fn abort_quietly(writer: BatchWriter) {
     // Nothing of an aborted partition is visible to readers; a failed abort
     // only leaves invisible upload parts behind.
     writer.abort().await;

@@ -3,8 +3,8 @@
 //! - [`Config`] is the one configuration file (`config` crate: TOML layered
 //!   with `SYNCVET_ETL__SECTION__KEY`), checked whole before any work starts.
 //! - [`Runner`] discovers the sources, plans (source × entity × date)
-//!   partitions, skips those the lake already has (state lives in the lake's
-//!   manifests, so a re-run after a crash resumes), and syncs the rest:
+//!   partitions, skips those the lake already has (state lives in the Delta
+//!   tables' logs, so a re-run after a crash resumes), and syncs the rest:
 //!   `sync.concurrency` sources at once, `sync.entity_concurrency`
 //!   partitions per source, every request under the client's one rate
 //!   governor (fair across sources). Within a partition the next pages are

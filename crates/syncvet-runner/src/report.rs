@@ -13,7 +13,7 @@ use syncvet_lake::PartitionKey;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum PartitionStatus {
-    /// Written and committed: its manifest is in the lake.
+    /// Written and committed: its Delta commit is in the table's log.
     Committed {
         /// Data and quarantine files written.
         files: u64,

@@ -11,14 +11,14 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use syncvet_client::{ApiClient, Secret};
 use syncvet_emulator::RunningEmulator;
-use syncvet_lake::{Lake, PartitionKey};
+use syncvet_lake::{GroupCommitter, Lake, PartitionKey};
 use syncvet_model::{Catalog, PageDecoder, SourceType};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::RunnerError;
 use crate::config::{Config, parse_timezone};
-use crate::job::{JobContext, sync_partition};
+use crate::job::{JobContext, Landing, sync_partition};
 use crate::metrics::Metrics;
 use crate::plan::{Dates, PartitionJob, Shard, Source, SourcePlan, plan, select_entities};
 use crate::report::{PartitionReport, PartitionStatus, RunReport, SourceFailure, new_run_id};
@@ -253,20 +253,29 @@ impl Runner {
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(self.config.sync.run_deadline_secs);
         let client = self.client.clone().with_deadline(deadline);
+        let committer = GroupCommitter::new(&self.lake);
         let ctx = JobContext {
             client: &client,
             lake: &self.lake,
+            committer: &committer,
             metrics: &self.metrics,
             run_id: &run_id,
             pages_in_flight: self.config.sync.pages_in_flight,
             abort: &abort,
         };
-        let partitions: Vec<PartitionReport> = futures::stream::iter(plans)
+        let landings: Vec<Landing> = futures::stream::iter(plans)
             .map(|source_plan| self.sync_source(&ctx, source_plan, &shutdown, &progress))
             .buffer_unordered(self.config.sync.concurrency)
             .flat_map(futures::stream::iter)
             .collect()
             .await;
+        // The batches still waiting are committed now, interrupted or not:
+        // they are whole, and a commit is quick.
+        committer.finish().await;
+        let mut partitions = Vec::with_capacity(landings.len());
+        for landing in landings {
+            partitions.push(landing.landed(&self.metrics).await);
+        }
         escalate.abort();
         progress.finish_and_clear();
 
@@ -318,7 +327,7 @@ impl Runner {
         source_plan: SourcePlan,
         shutdown: &CancellationToken,
         progress: &ProgressBar,
-    ) -> Vec<PartitionReport> {
+    ) -> Vec<Landing> {
         // Once the source answers 403, its other partitions fail without a request.
         let forbidden: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
         let forbidden = &forbidden;
@@ -329,21 +338,24 @@ impl Runner {
                     return None;
                 }
                 let refused = forbidden.lock().expect("not poisoned").clone();
-                let report = match refused {
-                    Some(error) => forbidden_report(job.key, error),
+                let landing = match refused {
+                    Some(error) => Landing {
+                        report: forbidden_report(job.key, error),
+                        pending: None,
+                    },
                     None => sync_partition(ctx, job).await,
                 };
-                if let PartitionStatus::Forbidden { error } = &report.status {
+                if let PartitionStatus::Forbidden { error } = &landing.report.status {
                     *forbidden.lock().expect("not poisoned") = Some(error.clone());
                 }
                 progress.inc(1);
                 let rows = self.metrics.rows_written();
                 let rate = rows as f64 / progress.elapsed().as_secs_f64().max(0.001);
                 progress.set_message(format!("{rows} rows, {rate:.0} rows/s"));
-                Some(report)
+                Some(landing)
             })
             .buffer_unordered(self.config.sync.entity_concurrency)
-            .filter_map(|report| async move { report })
+            .filter_map(|landing| async move { landing })
             .collect()
             .await
     }
