@@ -25,13 +25,21 @@ fn target_dir() -> PathBuf {
     }
 }
 
-/// The `syncvet-etl` binary, built once per test process. Built as
-/// `tests/run.sh` builds it (`--workspace --bins`): the same features, so
-/// the same build, a no-op after that step (`-p syncvet-etl` alone would
-/// unify other features and rebuild the whole dependency graph).
+/// The `syncvet-etl` binary: `SYNCVET_ETL_BIN` when set (`tests/run.sh`
+/// builds it just before the tests), else built once per test process as
+/// `tests/run.sh` builds it (`--workspace --bins`). A `cargo build` run
+/// from inside `cargo test` rebuilt the whole dependency graph in CI.
 pub fn etl_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("SYNCVET_ETL_BIN").map(PathBuf::from) {
+            assert!(
+                bin.is_file(),
+                "SYNCVET_ETL_BIN: no binary at {}",
+                bin.display()
+            );
+            return bin;
+        }
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace_dir())
             .args(["build", "--workspace", "--bins"])
