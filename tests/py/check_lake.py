@@ -619,8 +619,14 @@ def batches(table, rows, quarantine, id_column, file_paths, bad_schema, failed, 
         hashed = {n for n in names if n not in LINEAGE and n != FILE_INDEX}
     rows = sort_table(rows, group + order)
     if group and rows.num_rows:
-        # Single-threaded grouping keeps first-appearance (here: sorted) order.
-        counts = rows.select(group).group_by(group, use_threads=False).aggregate([([], "count_all")]).to_pylist()
+        # Runs of equal keys in the sorted rows: group_by's output order is
+        # not the rows' order for several keys, so the runs are found here.
+        counts = []
+        for key in rows.select(group).to_pylist():
+            if counts and {k: v for k, v in counts[-1].items() if k != "count_all"} == key:
+                counts[-1]["count_all"] += 1
+            else:
+                counts.append({**key, "count_all": 1})
     else:
         counts = [{"count_all": rows.num_rows}] if rows.num_rows else []
     out, offset = [], 0
