@@ -91,11 +91,10 @@ pub(crate) struct BatchChange {
     pub batch: BatchId,
     /// The batch's new files.
     pub adds: Vec<Add>,
-    /// For a history table: the batch's transaction version its writer
-    /// started from (`Some(None)`: the batch was not done). The commit sets
-    /// the transaction, and only if it has not moved. `None` for a
-    /// quarantine table, which has no transactions.
-    pub expected: Option<Option<i64>>,
+    /// The batch's transaction version in this table when its writer
+    /// started (`None`: not there). The commit sets the transaction, and
+    /// only if it has not moved meanwhile.
+    pub expected: Option<i64>,
 }
 
 /// One Delta table. Commits from this process are serialised by a lock, so
@@ -491,21 +490,25 @@ impl Table {
             .and_then(|s| s.txns.get(&batch.app_id()).copied()))
     }
 
-    /// Which of `batches` have files in the table (quarantine tables carry
-    /// no transactions of their own). One refresh of the log for all.
-    pub(crate) async fn have_files(&self, batches: &[&BatchId]) -> Result<Vec<bool>, LakeError> {
+    /// The transaction versions of `batches` in the latest version of the
+    /// table: one refresh of the log for all.
+    pub(crate) async fn latest_batch_versions(
+        &self,
+        batches: &[&BatchId],
+    ) -> Result<Vec<Option<i64>>, LakeError> {
         let mut guard = self.state.lock().await;
-        if guard.is_none() {
-            *guard = self.open_existing().await?;
+        match guard.as_mut() {
+            Some(state) => self.refresh(state).await?,
+            None => *guard = self.open_existing().await?,
         }
-        let Some(state) = guard.as_mut() else {
-            return Ok(vec![false; batches.len()]);
-        };
-        self.refresh(state).await?;
-        batches
+        Ok(batches
             .iter()
-            .map(|b| Ok(!self.files_of(state, b)?.is_empty()))
-            .collect()
+            .map(|b| {
+                guard
+                    .as_ref()
+                    .and_then(|s| s.txns.get(&b.app_id()).copied())
+            })
+            .collect())
     }
 
     /// The active files holding rows of `batch`, as remove actions. Files
@@ -565,7 +568,7 @@ impl Table {
 
     /// Replaces each batch of `changes` with its files, all in one commit:
     /// every batch's old files removed, its new ones added, its
-    /// transaction set when it has one. A batch whose transaction moved
+    /// transaction set. A batch whose transaction moved
     /// since its writer started (another process committed it meanwhile)
     /// is left out with [`LakeError::CommitConflict`]; the others commit.
     /// A commit that lost the race to another process is retried on the
@@ -609,8 +612,7 @@ impl Table {
             attempt += 1;
             for (i, change) in changes.iter().enumerate() {
                 if results[i].is_none()
-                    && let Some(expected) = change.expected
-                    && state.txns.get(&change.batch.app_id()).copied() != expected
+                    && state.txns.get(&change.batch.app_id()).copied() != change.expected
                 {
                     results[i] = Some(Err(LakeError::CommitConflict {
                         partition: format!("{}/{}", self.name, change.batch.app_id()),
@@ -636,13 +638,11 @@ impl Table {
                     }
                 }
                 actions.extend(change.adds.iter().cloned().map(Action::Add));
-                if change.expected.is_some() {
-                    transactions.push(Transaction::new_with_last_update(
-                        change.batch.app_id(),
-                        versions[i],
-                        Some(now),
-                    ));
-                }
+                transactions.push(Transaction::new_with_last_update(
+                    change.batch.app_id(),
+                    versions[i],
+                    Some(now),
+                ));
             }
             if let Some((i, e)) = failed_files {
                 results[i] = Some(Err(e));

@@ -183,9 +183,10 @@ pub struct BatchWriter {
     t: Target,
     data: Option<PartitionWriter>,
     quarantine: Option<PartitionWriter>,
-    /// The batch's transaction version when the writer started: a commit
-    /// by another writer since then is a conflict, not silently replaced.
-    seen: Option<Option<i64>>,
+    /// The batch's transaction versions (history, quarantine) when the
+    /// writer started: a commit by another writer since then is a
+    /// conflict, not silently replaced.
+    seen: Option<Seen>,
     rows: u64,
     rejected: u64,
 }
@@ -249,11 +250,16 @@ impl BatchWriter {
         self.rejected
     }
 
-    async fn start(&mut self) -> Result<(), LakeError> {
-        if self.seen.is_none() {
-            self.seen = Some(self.t.data.table.batch_version(&self.t.batch).await?);
+    async fn start(&mut self) -> Result<Seen, LakeError> {
+        if let Some(seen) = self.seen {
+            return Ok(seen);
         }
-        Ok(())
+        let seen = Seen {
+            data: self.t.data.table.batch_version(&self.t.batch).await?,
+            quarantine: self.t.quarantine.table.batch_version(&self.t.batch).await?,
+        };
+        self.seen = Some(seen);
+        Ok(seen)
     }
 
     /// Appends records of the entity's schema to the batch.
@@ -348,10 +354,13 @@ impl BatchWriter {
                 rejected: self.rejected,
             });
         }
-        if let Err(e) = self.start().await {
-            self.discard().await;
-            return Err(e);
-        }
+        let seen = match self.start().await {
+            Ok(seen) => seen,
+            Err(e) => {
+                self.discard().await;
+                return Err(e);
+            }
+        };
         let data = self.t.data.close(&mut self.data).await;
         let quarantine = self.t.quarantine.close(&mut self.quarantine).await;
         let (data, quarantine) = match (data, quarantine) {
@@ -365,7 +374,7 @@ impl BatchWriter {
             rows: self.rows,
             rejected: self.rejected,
             source_total,
-            seen: self.seen.flatten(),
+            seen,
         })
     }
 
@@ -388,7 +397,14 @@ pub struct StagedBatch {
     rows: u64,
     rejected: u64,
     source_total: Option<u64>,
-    seen: Option<i64>,
+    seen: Seen,
+}
+
+/// A batch's transaction versions in its two tables (`None`: not there).
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    data: Option<i64>,
+    quarantine: Option<i64>,
 }
 
 impl std::fmt::Debug for StagedBatch {
@@ -439,14 +455,15 @@ impl StagedBatch {
     }
 
     /// Files no commit refers to are invisible; removed now rather than
-    /// left for vacuum.
-    async fn remove_files(&self) {
+    /// left for vacuum. The rejects stay when their commit landed (the
+    /// history commit after it failed): the log refers to them.
+    async fn remove_files(&self, rejects_committed: bool) {
         let lake = &self.t.lake;
         let store = &lake.inner.opened.store;
-        let files = [
-            (&self.t.data.table, &self.data),
-            (&self.t.quarantine.table, &self.quarantine),
-        ];
+        let mut files = vec![(&self.t.data.table, &self.data)];
+        if !rejects_committed {
+            files.push((&self.t.quarantine.table, &self.quarantine));
+        }
         for (table, adds) in files {
             for add in adds {
                 let location = lake.location(&format!("{}/{}", table.name, add.path));
@@ -486,17 +503,20 @@ async fn commit_group(staged: &[StagedBatch]) -> Vec<Result<u64, LakeError>> {
     );
     // Rejects first: a crash between the two commits leaves the batches not
     // done, and the re-run replaces the rejects committed here. A batch
-    // with no rejects now but some before (a forced re-run) has them removed.
+    // with no rejects now but some before (a forced re-run) has them
+    // removed. A batch another process committed since its writer started
+    // is a conflict here already, before any of its files land.
     let quarantine = &first.t.quarantine;
     let batches: Vec<&BatchId> = staged.iter().map(|s| &s.t.batch).collect();
-    match quarantine.table.have_files(&batches).await {
+    let mut rejects_committed = vec![false; staged.len()];
+    match quarantine.table.latest_batch_versions(&batches).await {
         Err(e) => {
             let failed = for_each(staged.len(), &quarantine.table.name, e);
             results = failed.into_iter().map(Some).collect();
         }
-        Ok(had) => {
+        Ok(latest) => {
             let touched: Vec<usize> = (0..staged.len())
-                .filter(|&i| had[i] || !staged[i].quarantine.is_empty())
+                .filter(|&i| latest[i].is_some() || !staged[i].quarantine.is_empty())
                 .collect();
             if !touched.is_empty() {
                 let changes: Vec<BatchChange> = touched
@@ -504,7 +524,7 @@ async fn commit_group(staged: &[StagedBatch]) -> Vec<Result<u64, LakeError>> {
                     .map(|&i| BatchChange {
                         batch: staged[i].t.batch.clone(),
                         adds: staged[i].quarantine.clone(),
-                        expected: None,
+                        expected: staged[i].seen.quarantine,
                     })
                     .collect();
                 let schema = table_schema(&quarantine.schema);
@@ -513,8 +533,9 @@ async fn commit_group(staged: &[StagedBatch]) -> Vec<Result<u64, LakeError>> {
                     .commit_batches(&schema, &changes, info.clone())
                     .await;
                 for (&i, result) in touched.iter().zip(done) {
-                    if let Err(e) = result {
-                        results[i] = Some(Err(e));
+                    match result {
+                        Ok(_) => rejects_committed[i] = true,
+                        Err(e) => results[i] = Some(Err(e)),
                     }
                 }
             }
@@ -529,7 +550,7 @@ async fn commit_group(staged: &[StagedBatch]) -> Vec<Result<u64, LakeError>> {
             .map(|&i| BatchChange {
                 batch: staged[i].t.batch.clone(),
                 adds: staged[i].data.clone(),
-                expected: Some(staged[i].seen),
+                expected: staged[i].seen.data,
             })
             .collect();
         let data = &first.t.data;
@@ -540,10 +561,10 @@ async fn commit_group(staged: &[StagedBatch]) -> Vec<Result<u64, LakeError>> {
         }
     }
     let mut out = Vec::with_capacity(staged.len());
-    for (s, result) in staged.iter().zip(results) {
+    for ((s, result), rejects_committed) in staged.iter().zip(results).zip(rejects_committed) {
         let result = result.expect("every batch has a result");
         if result.is_err() {
-            s.remove_files().await;
+            s.remove_files(rejects_committed).await;
         }
         out.push(result);
     }

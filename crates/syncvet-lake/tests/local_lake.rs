@@ -396,22 +396,61 @@ async fn two_processes_writing_one_batch_land_it_exactly_once() {
     // Two lake handles share nothing in memory, as two processes would not.
     let (a, b) = (lake(tmp.path(), |_| {}), lake(tmp.path(), |_| {}));
     let entity = patients();
+    let reject = [("{\"id\":1}", "name", "required field is missing")];
     let mut wa = a.writer(entity.clone(), key("p-0001"), "run-a");
     let mut wb = b.writer(entity.clone(), key("p-0001"), "run-b");
-    write_rows(&mut wa, &entity, 0, 1000, 500).await;
-    write_rows(&mut wb, &entity, 0, 1000, 500).await;
-    wa.commit(Some(1000)).await.unwrap();
-    let err = wb.commit(Some(1000)).await.unwrap_err();
+    for w in [&mut wa, &mut wb] {
+        write_rows(w, &entity, 0, 1000, 500).await;
+        w.write_rejects(&reject).await.unwrap();
+    }
+    wa.commit(Some(1001)).await.unwrap();
+    let err = wb.commit(Some(1001)).await.unwrap_err();
     assert!(matches!(err, LakeError::CommitConflict { .. }), "{err}");
-    let read = read_table(tmp.path(), "pims/patients", "practice_id")
+    assert_landed_once_by(tmp.path(), "run-a").await;
+}
+
+/// The batch p-0001 holds ids 0..1000 and one reject, all landed by `run`;
+/// every file the logs add is on disk (`read_table` checks).
+async fn assert_landed_once_by(root: &Path, run: &str) {
+    let read = read_table(root, "pims/patients", "practice_id")
         .await
         .unwrap();
     assert_eq!(read.ids("p-0001"), expected_ids(0, 1000));
-    assert!(
-        read.column("p-0001", "_run_id")
-            .iter()
-            .all(|r| r == "run-a")
+    assert!(read.column("p-0001", "_run_id").iter().all(|r| r == run));
+    let rejects = read_table(root, "_quarantine/patients", "source_id")
+        .await
+        .unwrap();
+    assert_eq!(rejects.column("p-0001", "_run_id"), [run]);
+}
+
+#[tokio::test]
+async fn a_writer_that_loses_the_race_between_the_winners_two_commits_lands_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (lake(tmp.path(), |_| {}), lake(tmp.path(), |_| {}));
+    let entity = patients();
+    let reject = [("{\"id\":1}", "name", "required field is missing")];
+    let mut staged = Vec::new();
+    for (lake, run) in [(&a, "run-a"), (&b, "run-b")] {
+        let mut w = lake.writer(entity.clone(), key("p-0001"), run);
+        write_rows(&mut w, &entity, 0, 1000, 500).await;
+        w.write_rejects(&reject).await.unwrap();
+        staged.push(w.stage(Some(1001)).await.unwrap());
+    }
+    let staged_b = staged.pop().unwrap();
+    // Both commit at once: b's rejects may land between a's two commits,
+    // or a's between b's; either way one batch wins whole and the
+    // loser's files are gone from the logs and the store alike.
+    let (ra, rb) = tokio::join!(a.commit(staged), b.commit(vec![staged_b]));
+    let (ra, rb) = (
+        ra.into_iter().next().unwrap(),
+        rb.into_iter().next().unwrap(),
     );
+    let winner = match (&ra, &rb) {
+        (Ok(_), Err(LakeError::CommitConflict { .. })) => "run-a",
+        (Err(LakeError::CommitConflict { .. }), Ok(_)) => "run-b",
+        other => panic!("exactly one commit wins: {other:?}"),
+    };
+    assert_landed_once_by(tmp.path(), winner).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
