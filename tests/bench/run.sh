@@ -6,6 +6,8 @@
 #   tests/bench/run.sh fleet      500 sources x all entities under a hidden 50 req/s limit
 #   tests/bench/run.sh limits     every gateway limit kind, the client told 5x and told nothing
 #   tests/bench/run.sh pagesize   a night under a request-rate limit, pages of 1000 vs 5000
+#   tests/bench/run.sh year       a simulated year of 500 sources: files, commits, and
+#                                 the store requests of a no-op run on S3 (SeaweedFS)
 #
 # Release binaries; the emulator runs as its own process so its CPU is
 # measured apart from the ETL's (from /proc, before and after).
@@ -23,7 +25,8 @@ command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -
 # SYNCVET_BENCH_BIN_DIR: use the binaries already there (e.g. target/debug
 # for the paced runs, which the limits pace, not the CPU) instead of a release build.
 BIN_DIR="${SYNCVET_BENCH_BIN_DIR:-$REPO/target/release}"
-[ -n "${SYNCVET_BENCH_BIN_DIR:-}" ] || cargo build --release --locked -q -p syncvet-etl -p syncvet-emulator
+[ -n "${SYNCVET_BENCH_BIN_DIR:-}" ] || cargo build --release --locked -q -p syncvet-etl -p syncvet-emulator \
+    -p syncvet-lake --example year
 ETL="$BIN_DIR/syncvet-etl"
 EMU="$BIN_DIR/syncvet-emulator"
 
@@ -213,6 +216,17 @@ failed = sum(1 for p in report["partitions"] if p["status"] != "committed")
 print(f"fleet partitions={len(report['partitions'])} failed={failed} requests={requests} 429={limited} "
       f"({limited/requests*100:.2f}%) useful={useful} wall={wall:.1f}s floor={floor:.1f}s "
       f"(+{(wall/floor-1)*100:.1f}%) early_retries={stats['early_retries']}")
+# Commits and data files per table of the night (history tables only).
+import os
+per_table = []
+for kind in ("pims", "supplier"):
+    for entity in sorted(os.listdir(os.path.join(sys.argv[2], kind))):
+        table = os.path.join(sys.argv[2], kind, entity)
+        commits = [f for f in os.listdir(os.path.join(table, "_delta_log")) if f.endswith(".json")]
+        files = sum(len([f for f in fs if f.endswith(".parquet")]) for d, _, fs in os.walk(table) if "_delta_log" not in d)
+        per_table.append((f"{kind}/{entity}", len(commits), files))
+print("commits per table (incl. create and maintenance): " + ", ".join(f"{t} {c}" for t, c, _ in per_table))
+print("parquet files per table (live and replaced): " + ", ".join(f"{t} {f}" for t, _, f in per_table))
 # The governor's rate timeline from its log, in seconds since the ETL started.
 started = float(sys.argv[6])
 changes = []
@@ -233,11 +247,60 @@ for at, kind, before, after in changes:
 PY
 }
 
+# A simulated year: 365 nights x 500 sources of `patients`, 5 rows a batch,
+# written through the lake API with each night's maintenance (the example
+# `year`); then a no-op `run` of its last night against S3 (SeaweedFS, the
+# lake uploaded as is) through a counting proxy: every store request it
+# makes, by kind.
+year() {
+    local days="${YEAR_DAYS:-365}" sources="${YEAR_SOURCES:-500}" lake="$WORK/lake-year"
+    local py="${SYNCVET_PYTHON:-$REPO/.cache/py-venv/bin/python}"
+    [ -x "$py" ] || { echo "no Python venv at $py: run tests/run.sh --servers-only once" >&2; exit 1; }
+    mkdir -p "$lake"
+    /usr/bin/time -v -o "$WORK/time.txt" "$BIN_DIR/examples/year" "$lake" "$days" "$sources" 5 >"$WORK/year.json"
+    echo "year: $(cat "$WORK/year.json") peak_rss=$(( $(time_field 'Maximum resident set size (kbytes)') / 1024 ))MB"
+    export SYNCVET_RUN_DIR="$WORK/servers"
+    eval "$(bash tests/servers/seaweedfs.sh start)"
+    trap 'bash tests/servers/seaweedfs.sh stop >/dev/null 2>&1; cleanup' EXIT
+    "$py" - "$lake" <<'PY'
+import os, sys
+import pyarrow.fs as pafs
+s3 = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT"], scheme="http",
+                       access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                       region=os.environ.get("AWS_REGION", "us-east-1"))
+pafs.copy_files(sys.argv[1], f"{os.environ['AWS_BUCKET']}/year", source_filesystem=pafs.LocalFileSystem(),
+                destination_filesystem=s3)
+PY
+    "$py" tests/bench/count_requests.py "$AWS_ENDPOINT" "$WORK/requests.log" >"$WORK/proxy.out" &
+    local proxy=$! proxy_url=
+    for _ in $(seq 50); do proxy_url="$(sed -n 's/^listening on //p' "$WORK/proxy.out")"; [ -n "$proxy_url" ] && break; sleep 0.1; done
+    start_emulator --pims-sources "$sources" --supplier-sources 0 --rows-per-day 5
+    local last; last="$(python3 -c "import datetime as d; print(d.date(2025,12,1) + d.timedelta(days=$days - 1))")"
+    BENCH_ENV=("AWS_ENDPOINT=$proxy_url" SYNCVET_ETL__SYNC__CONCURRENCY=32)
+    run_etl "s3://$AWS_BUCKET/year" run --date "$last" --entity patients
+    stop_emulator
+    kill "$proxy"
+    grep -E "skipped|partitions" "$WORK/etl.out" | head -3
+    python3 - "$WORK/requests.log" <<'PY'
+import collections, sys
+kinds = collections.Counter()
+for line in open(sys.argv[1]):
+    method, target, status = line.split()
+    what = ("run report" if "_runs/" in target else "list" if "list-type" in target
+            else "checkpoint" if "checkpoint" in target else "log" if "_delta_log" in target
+            else "data" if ".parquet" in target else "other")
+    kinds[(method, what)] += 1
+total = sum(kinds.values())
+print(f"no-op run store requests: {total} in all; " + ", ".join(f"{m} {w}: {n}" for (m, w), n in sorted(kinds.items())))
+PY
+}
+
 case "$WHAT" in
     e2e) e2e 100000; e2e 1000000 ;;
     fleet) fleet ;;
     limits) limits ;;
     pagesize) pagesize ;;
+    year) year ;;
     all) e2e 100000; e2e 1000000; fleet; pagesize; limits ;;
-    *) echo "usage: $0 [e2e|fleet|limits|pagesize]" >&2; exit 2 ;;
+    *) echo "usage: $0 [e2e|fleet|limits|pagesize|year]" >&2; exit 2 ;;
 esac

@@ -7,11 +7,13 @@
 //! - `cli`: issue 5, one-shot runs, backfills, failures, signals, shards, config errors.
 //! - `stores`: issue 6, one behaviour suite run against each store, S3 restart, racing commits.
 //! - `crash`, `soak`, `hostile`, `secrets`: issue 7.
+//! - `readers`: issue 10, a reader during forced re-runs and maintenance.
 
 mod cli;
 mod crash;
 mod gate;
 mod hostile;
+mod readers;
 mod secrets;
 mod soak;
 mod stores;

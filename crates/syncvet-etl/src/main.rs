@@ -82,6 +82,18 @@ enum Command {
     },
     /// Serve the emulated SyncVet API.
     Emulator(Box<syncvet_emulator::cli::Args>),
+    /// Compact small files, write checkpoints and vacuum old files of every
+    /// table; safe beside a running sync. The daemon runs it after each
+    /// nightly sync.
+    ///
+    /// Compaction merges each day's small files (rows unchanged, a commit
+    /// with dataChange = false); vacuum deletes files that no table version
+    /// of the last `lake.vacuum_retention_hours` (7 days) refers to.
+    Maintain {
+        /// Only this entity; repeatable.
+        #[arg(long = "entity")]
+        entities: Vec<String>,
+    },
     /// Show a run report from the lake (default: the latest run).
     Report {
         /// The run id (as printed by `run`).
@@ -173,6 +185,7 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Validate { practice } => return validate(&runner, practice.as_deref()).await,
         Command::Report { run_id, json } => return report(&runner, run_id, json).await,
+        Command::Maintain { entities } => return maintain(&runner, &entities).await,
         Command::Emulator(_) => unreachable!("served above"),
     };
     if let Err(e) = runner.check_auth().await {
@@ -225,6 +238,40 @@ async fn validate(runner: &Runner, practice: Option<&str>) -> ExitCode {
             }
         }
         Err(e) => fail(&e),
+    }
+}
+
+async fn maintain(runner: &Runner, entities: &[String]) -> ExitCode {
+    let tables = match runner.maintain(entities).await {
+        Ok(tables) => tables,
+        Err(e) => return fail(&e),
+    };
+    println!(
+        "{:<32} {:>5} {:>8} {:>6} {:>10} {:>9}",
+        "table", "days", "merged", "into", "checkpoint", "vacuumed"
+    );
+    let mut failed = false;
+    for t in &tables {
+        let d = &t.done;
+        let checkpoint = d.checkpoint.map_or("-".to_owned(), |v| v.to_string());
+        println!(
+            "{:<32} {:>5} {:>8} {:>6} {:>10} {:>9}",
+            t.table,
+            d.compacted.days,
+            d.compacted.files_removed,
+            d.compacted.files_added,
+            checkpoint,
+            d.files_vacuumed
+        );
+        if let Some(e) = &t.error {
+            failed = true;
+            println!("FAILED {}: {e}", t.table);
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILED_PARTITIONS)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

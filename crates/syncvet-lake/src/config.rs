@@ -51,6 +51,17 @@ pub struct LakeConfig {
     /// ... or once this many batches are waiting, whichever comes first.
     #[serde(default = "default_commit_group_batches")]
     pub commit_group_batches: usize,
+    /// Once its batches are committed, a run maintains the tables it wrote
+    /// (see `syncvet-etl maintain`): the days it landed compacted, a
+    /// checkpoint, vacuum.
+    #[serde(default = "default_maintain_after_run")]
+    pub maintain_after_run: bool,
+    /// `maintain` vacuums the files that no table version of this many
+    /// past hours refers to: readers can time-travel this far back, and a
+    /// writer's files not yet committed are never this old. Shorter than
+    /// the longest run is unsafe.
+    #[serde(default = "default_vacuum_retention_hours")]
+    pub vacuum_retention_hours: f64,
     /// object_store options (`aws_endpoint`, `azure_storage_account_key`, …),
     /// applied over the environment. Values are never logged.
     #[serde(default)]
@@ -84,6 +95,12 @@ fn default_commit_interval_secs() -> f64 {
 fn default_commit_group_batches() -> usize {
     1000
 }
+fn default_maintain_after_run() -> bool {
+    true
+}
+fn default_vacuum_retention_hours() -> f64 {
+    7.0 * 24.0
+}
 fn default_max_retries() -> usize {
     60
 }
@@ -101,6 +118,8 @@ impl Default for LakeConfig {
             max_retries: default_max_retries(),
             commit_interval_secs: default_commit_interval_secs(),
             commit_group_batches: default_commit_group_batches(),
+            maintain_after_run: default_maintain_after_run(),
+            vacuum_retention_hours: default_vacuum_retention_hours(),
             options: BTreeMap::new(),
         }
     }
@@ -133,6 +152,12 @@ impl LakeConfig {
                 self.commit_interval_secs
             ));
         }
+        if !(self.vacuum_retention_hours >= 0.0 && self.vacuum_retention_hours.is_finite()) {
+            return bad(format!(
+                "vacuum_retention_hours is {}, must be a number of hours >= 0",
+                self.vacuum_retention_hours
+            ));
+        }
         if self.commit_group_batches == 0 {
             return bad("commit_group_batches must be at least 1".into());
         }
@@ -163,6 +188,8 @@ impl fmt::Debug for LakeConfig {
             .field("max_retries", &self.max_retries)
             .field("commit_interval_secs", &self.commit_interval_secs)
             .field("commit_group_batches", &self.commit_group_batches)
+            .field("maintain_after_run", &self.maintain_after_run)
+            .field("vacuum_retention_hours", &self.vacuum_retention_hours)
             .field(
                 "options",
                 &self

@@ -1,10 +1,11 @@
 //! [`Lake`]: the opened lake and its read-side queries.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use chrono::NaiveDate;
 use futures::TryStreamExt;
 use object_store::path::{Path, PathPart};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
@@ -12,7 +13,8 @@ use syncvet_model::{Entity, SourceType};
 
 use crate::layout::{QUARANTINE_DIR, RUNS_DIR, check_segment};
 use crate::store::{self, OpenedStore};
-use crate::table::Table;
+use crate::table::{Compacted, Table};
+use crate::writer::FileSettings;
 use crate::{BatchWriter, CommitSummary, LakeConfig, LakeError, PartitionKey, StagedBatch};
 
 /// `root` + a relative `a/b/c` path.
@@ -33,6 +35,18 @@ pub(crate) fn relative(root: &Path, location: &Path) -> String {
     }
 }
 
+/// What maintenance did to one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TableMaintenance {
+    /// Small files merged.
+    pub compacted: Compacted,
+    /// The version a checkpoint was written for (none when the latest
+    /// version had one, or there is no table).
+    pub checkpoint: Option<u64>,
+    /// Files vacuum deleted.
+    pub files_vacuumed: u64,
+}
+
 /// An opened lake. Cheap to clone; clones share the store.
 #[derive(Clone)]
 pub struct Lake {
@@ -42,6 +56,7 @@ pub struct Lake {
 pub(crate) struct LakeInner {
     pub(crate) opened: OpenedStore,
     pub(crate) config: LakeConfig,
+    settings: FileSettings,
     /// Each table opened once per process: its state and commit lock are
     /// shared by every writer of the table.
     tables: Mutex<HashMap<String, Arc<Table>>>,
@@ -73,6 +88,7 @@ impl Lake {
         Ok(Lake {
             inner: Arc::new(LakeInner {
                 opened,
+                settings: FileSettings::new(config)?,
                 config: config.clone(),
                 tables: Mutex::new(HashMap::new()),
             }),
@@ -122,6 +138,7 @@ impl Lake {
                     opened.delta_store.clone(),
                     join(&opened.delta_root, &name),
                     source_column,
+                    self.inner.settings.clone(),
                 ))
             })
             .clone()
@@ -159,6 +176,37 @@ impl Lake {
         done.into_iter()
             .map(|b| PartitionKey::new(source, entity, b.source_id, b.batch_date))
             .collect()
+    }
+
+    /// Maintains an entity's history and quarantine tables, one result
+    /// each (with the table's name, relative to the lake root): the days
+    /// `days` (every day when `None`) that have two or more small files
+    /// compacted (rows unchanged, `dataChange = false`), a checkpoint of
+    /// the latest version, and vacuum of the files no version of the last
+    /// `vacuum_retention_hours` refers to. Safe beside running syncs:
+    /// every step is a commit that loses a race cleanly. A run does this
+    /// for the days it landed; `syncvet-etl maintain` for every day.
+    pub async fn maintain(
+        &self,
+        source: SourceType,
+        entity: &str,
+        days: Option<&BTreeSet<NaiveDate>>,
+    ) -> Result<Vec<(String, Result<TableMaintenance, LakeError>)>, LakeError> {
+        check_segment("entity", entity)?;
+        let hours = self.inner.config.vacuum_retention_hours;
+        let retention = chrono::Duration::milliseconds((hours * 3_600_000.0) as i64);
+        let mut results = Vec::new();
+        for table in [self.history(source, entity), self.quarantine(entity)] {
+            let outcome = async {
+                Ok(TableMaintenance {
+                    compacted: table.compact(days).await?,
+                    checkpoint: table.checkpoint().await?,
+                    files_vacuumed: table.vacuum(retention).await?,
+                })
+            };
+            results.push((table.name.clone(), outcome.await));
+        }
+        Ok(results)
     }
 
     /// Commits staged batches: per history table, one quarantine commit and

@@ -8,11 +8,12 @@
 //! | `config` | [`LakeConfig`], the `[lake]` section |
 //! | `store` | opening the object store named by the URL, retries |
 //! | `layout` | [`PartitionKey`] (a batch) and the names of the lake |
-//! | `table` | [`table::Table`]: one Delta table, its done batches, the batch commit |
+//! | `table` | [`table::Table`]: one Delta table, its done batches, the batch commit, compaction, checkpoints, vacuum |
+//! | `rewrite` | streaming rewrites of data files: compaction and copy-on-write |
 //! | `quarantine` | rejected records, for the quarantine tables |
 //! | `writer` | [`BatchWriter`]: write, reconcile, stage; the group commit |
 //! | `group` | [`GroupCommitter`]: a run's batches committed in groups |
-//! | `lake` | [`Lake`]: open, "which batches are done", run reports |
+//! | `lake` | [`Lake`]: open, "which batches are done", maintenance, run reports |
 //!
 //! # Layout
 //!
@@ -66,9 +67,13 @@
 //!    commits per table in a night follow the night's length, not the
 //!    number of sources; a crash loses at most the batches waiting.
 //! 4. **Quarantine commit.** One commit of the entity's quarantine table
-//!    replaces the rejects of the group's batches that have (or had) some.
+//!    replaces the rejects of the group's batches that have (or had) some,
+//!    and sets their transactions there: a batch another process committed
+//!    since its writer started is refused here already.
 //! 5. **History commit.** One Delta commit removes the group's batches'
-//!    earlier files (a `--force` run, or a batch changed upstream), adds
+//!    earlier files (a `--force` run, or a batch changed upstream; a
+//!    compacted file that also holds other sources' rows is rewritten
+//!    without the batch's, in the same commit), adds
 //!    the new ones and sets each batch's transaction. A reader sees each
 //!    batch whole or not at all. A batch that another process committed
 //!    since its writer started is left out of the group with
@@ -87,6 +92,23 @@
 //! Commits of one table from this process are serialised by a lock, so
 //! they never race each other.
 //!
+//! # Maintenance
+//!
+//! [`Lake::maintain`] (and `syncvet-etl maintain`) keeps the tables fast:
+//!
+//! - **Compaction**: each day with two or more files under `max_file_bytes`
+//!   is rewritten into as few files as that allows, rows ordered by source,
+//!   in one commit per day whose actions say `dataChange = false`. If
+//!   another process changed the day meanwhile, the day is left for the
+//!   next time and the new files are deleted. A run does the same for the
+//!   days it landed.
+//! - **Checkpoint** of the latest version, so that loading a table (and
+//!   the done set) reads one Parquet file and the commits after it.
+//! - **Vacuum** (delta-rs, full mode): files no version within
+//!   `vacuum_retention_hours` refers to, and files in no commit older
+//!   than that (a crashed writer's), are deleted; a writer's files not yet
+//!   committed are younger than the retention and stay.
+//!
 //! # Store faults
 //!
 //! Every store request is retried by object_store with exponential backoff
@@ -100,6 +122,7 @@ mod group;
 mod lake;
 mod layout;
 mod quarantine;
+mod rewrite;
 mod store;
 pub mod synthetic;
 pub mod table;
@@ -108,8 +131,8 @@ mod writer;
 pub use config::LakeConfig;
 pub use error::LakeError;
 pub use group::{GroupCommitter, PendingCommit};
-pub use lake::Lake;
+pub use lake::{Lake, TableMaintenance};
 pub use layout::{PartitionKey, QUARANTINE_DIR, RUNS_DIR};
 pub use quarantine::RejectedRecord;
-pub use table::{BatchId, PARTITION_COLUMN};
+pub use table::{BatchId, Compacted, PARTITION_COLUMN};
 pub use writer::{BatchWriter, CommitSummary, LOADED_AT_COLUMN, RUN_ID_COLUMN, StagedBatch};

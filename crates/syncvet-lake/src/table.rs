@@ -8,19 +8,22 @@
 //! (checkpoint, then the commits after it) and kept up to date from each new
 //! commit, never from a listing of data files.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Int64Type, SchemaRef};
+use arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use chrono::{NaiveDate, Utc};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
-use deltalake::kernel::{Action, Add, StructField, StructType, Transaction};
+use deltalake::kernel::{Action, Add, Remove, StructField, StructType, Transaction};
+use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::table::config::TablePropertiesExt;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -28,6 +31,8 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use crate::LakeError;
+use crate::rewrite::{Keep, OldFile, rewrite};
+use crate::writer::FileSettings;
 
 /// The partition column of every table: one folder per day, so a night's
 /// files of hundreds of sources share a folder that compaction can merge.
@@ -110,7 +115,66 @@ pub struct Table {
     /// The column that says which source a row is from (`practice_id`,
     /// `supplier_id`, `source_id`): with the date, a batch's rows.
     pub(crate) source_column: &'static str,
+    settings: FileSettings,
     state: Mutex<Option<State>>,
+}
+
+/// An active data file of the table, as a rewrite needs it.
+struct ActiveFile {
+    old: OldFile,
+    date: NaiveDate,
+    /// The smallest and greatest source id in it, by its statistics.
+    sources: (String, String),
+    remove: Remove,
+}
+
+/// The files holding rows of one batch.
+#[derive(Default)]
+struct BatchFiles {
+    /// Files of the batch alone: removed whole.
+    own: Vec<Remove>,
+    /// Files that may hold other sources' rows too (compacted): rewritten
+    /// without the batch's rows.
+    shared: Vec<ActiveFile>,
+}
+
+/// How one commit attempt ended.
+enum Attempt {
+    Landed(u64),
+    LostRace(DeltaTableError),
+    Failed(DeltaTableError),
+}
+
+/// What compaction did to a table.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Compacted {
+    /// Days (partitions) compacted.
+    pub days: u64,
+    /// Small files replaced.
+    pub files_removed: u64,
+    /// Files they were merged into.
+    pub files_added: u64,
+}
+
+impl std::ops::AddAssign for Compacted {
+    fn add_assign(&mut self, other: Compacted) {
+        self.days += other.days;
+        self.files_removed += other.files_removed;
+        self.files_added += other.files_added;
+    }
+}
+
+/// A pause before the next commit attempt: growing and random, so two
+/// processes that collided do not collide again in lock step.
+async fn pause(attempt: u32) {
+    let pause = 20 * u64::from(attempt.min(10)) + rand::random_range(0..50);
+    tokio::time::sleep(Duration::from_millis(pause)).await;
+}
+
+/// The day of a file, from its partition value.
+fn file_date(values: &HashMap<String, Option<String>>) -> Option<NaiveDate> {
+    let value = values.get(PARTITION_COLUMN)?.as_deref()?;
+    NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()
 }
 
 impl std::fmt::Debug for Table {
@@ -139,6 +203,7 @@ impl Table {
         root_store: Arc<dyn ObjectStore>,
         location: Path,
         source_column: &'static str,
+        settings: FileSettings,
     ) -> Table {
         Table {
             name,
@@ -146,8 +211,61 @@ impl Table {
             root_store,
             location,
             source_column,
+            settings,
             state: Mutex::new(None),
         }
+    }
+
+    /// How the table's data files are written.
+    pub(crate) fn settings(&self) -> &FileSettings {
+        &self.settings
+    }
+
+    /// The store with the table folder as its root, for data files.
+    pub(crate) fn file_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::new(PrefixStore::new(
+            self.root_store.clone(),
+            self.location.clone(),
+        ))
+    }
+
+    /// Deletes files no commit refers to (invisible to readers): now,
+    /// rather than leaving them for vacuum.
+    pub(crate) async fn delete_uncommitted(&self, adds: &[Add]) {
+        let store = self.file_store();
+        for add in adds {
+            let path = Path::from(add.path.as_str());
+            if let Err(e) = store.delete(&path).await {
+                tracing::debug!(table = %self.name, %path, error = %e, "could not remove an uncommitted file");
+            }
+        }
+    }
+
+    /// The columns of the table's data files: its schema without the
+    /// partition column.
+    fn file_schema(&self, state: &State) -> Result<SchemaRef, LakeError> {
+        let snapshot = state.table.snapshot().map_err(|e| self.error(e))?;
+        let schema = snapshot.snapshot().arrow_schema();
+        let fields: Vec<_> = schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != PARTITION_COLUMN)
+            .cloned()
+            .collect();
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// Loads the table (once) or brings it up to the latest version;
+    /// `None` when there is no table.
+    async fn latest<'a>(
+        &self,
+        guard: &'a mut Option<State>,
+    ) -> Result<Option<&'a mut State>, LakeError> {
+        match guard.as_mut() {
+            Some(state) => self.refresh(state).await?,
+            None => *guard = self.open_existing().await?,
+        }
+        Ok(guard.as_mut())
     }
 
     fn builder(&self) -> Result<DeltaTable, LakeError> {
@@ -380,18 +498,10 @@ impl Table {
         Ok(())
     }
 
-    /// Reads the `txn` column of the last checkpoint into `txns`; returns
-    /// the checkpoint's version, or `None` without one.
-    async fn read_checkpoint_txns(
-        &self,
-        txns: &mut HashMap<String, i64>,
-    ) -> Result<Option<u64>, LakeError> {
+    /// The version and number of parts of the last checkpoint, if any.
+    async fn last_checkpoint(&self) -> Result<Option<(u64, u64)>, LakeError> {
         let log = self.location.clone().join("_delta_log");
-        let last = match self
-            .root_store
-            .get(&log.clone().join("_last_checkpoint"))
-            .await
-        {
+        let last = match self.root_store.get(&log.join("_last_checkpoint")).await {
             Ok(got) => got.bytes().await?,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -405,7 +515,23 @@ impl Table {
         let version = last["version"]
             .as_u64()
             .ok_or_else(|| corrupt("_last_checkpoint has no version".into()))?;
-        let parts = last["parts"].as_u64().unwrap_or(1);
+        Ok(Some((version, last["parts"].as_u64().unwrap_or(1))))
+    }
+
+    /// Reads the `txn` column of the last checkpoint into `txns`; returns
+    /// the checkpoint's version, or `None` without one.
+    async fn read_checkpoint_txns(
+        &self,
+        txns: &mut HashMap<String, i64>,
+    ) -> Result<Option<u64>, LakeError> {
+        let Some((version, parts)) = self.last_checkpoint().await? else {
+            return Ok(None);
+        };
+        let log = self.location.clone().join("_delta_log");
+        let corrupt = |reason: String| LakeError::CorruptLog {
+            table: self.name.clone(),
+            reason,
+        };
         let files: Vec<Path> = if parts <= 1 {
             vec![
                 log.clone()
@@ -466,11 +592,9 @@ impl Table {
     /// The batches done in this table (those with an application transaction).
     pub(crate) async fn done(&self) -> Result<Vec<BatchId>, LakeError> {
         let mut guard = self.state.lock().await;
-        match guard.as_mut() {
-            Some(state) => self.refresh(state).await?,
-            None => *guard = self.open_existing().await?,
-        }
-        let mut done: Vec<BatchId> = guard
+        let mut done: Vec<BatchId> = self
+            .latest(&mut guard)
+            .await?
             .iter()
             .flat_map(|s| s.txns.keys())
             .filter_map(|id| BatchId::from_app_id(id))
@@ -497,35 +621,34 @@ impl Table {
         batches: &[&BatchId],
     ) -> Result<Vec<Option<i64>>, LakeError> {
         let mut guard = self.state.lock().await;
-        match guard.as_mut() {
-            Some(state) => self.refresh(state).await?,
-            None => *guard = self.open_existing().await?,
-        }
+        let state = self.latest(&mut guard).await?;
         Ok(batches
             .iter()
             .map(|b| {
-                guard
+                state
                     .as_ref()
                     .and_then(|s| s.txns.get(&b.app_id()).copied())
             })
             .collect())
     }
 
-    /// The active files holding rows of `batch`, as remove actions. Files
-    /// are written one batch each, so a file's statistics (min = max =
-    /// the source id) say whose it is; a file mixing sources is refused
-    /// rather than dropped with other sources' rows in it.
-    fn files_of(
+    /// The active files of the day `date` (every day when `None`).
+    fn active_files(
         &self,
         state: &State,
-        batch: &BatchId,
-    ) -> Result<Vec<deltalake::kernel::Remove>, LakeError> {
-        let date = batch.date_value();
+        date: Option<NaiveDate>,
+    ) -> Result<Vec<ActiveFile>, LakeError> {
         let snapshot = state.table.snapshot().map_err(|e| self.error(e))?;
-        let mut removes = Vec::new();
+        let corrupt = |reason: String| LakeError::CorruptLog {
+            table: self.name.clone(),
+            reason,
+        };
+        let mut files = Vec::new();
         for file in snapshot.log_data().iter() {
-            let values = file.partition_values_map();
-            if values.get(PARTITION_COLUMN).cloned().flatten().as_deref() != Some(date.as_str()) {
+            let day = file_date(&file.partition_values_map()).ok_or_else(|| {
+                corrupt(format!("file {} has no {PARTITION_COLUMN}", file.path()))
+            })?;
+            if date.is_some_and(|d| d != day) {
                 continue;
             }
             let stats: serde_json::Value = file
@@ -534,45 +657,139 @@ impl Table {
                 .unwrap_or_default();
             let min = stats["minValues"][self.source_column].as_str();
             let max = stats["maxValues"][self.source_column].as_str();
-            match (min, max) {
-                (Some(min), Some(max)) if min == max && min == batch.source_id => {
-                    removes.push(file.remove_action(true));
+            let (Some(min), Some(max)) = (min, max) else {
+                return Err(corrupt(format!(
+                    "file {} has no {} statistics",
+                    file.path(),
+                    self.source_column
+                )));
+            };
+            files.push(ActiveFile {
+                old: OldFile {
+                    path: file.path().into_owned(),
+                    size: file.size() as u64,
+                },
+                date: day,
+                sources: (min.to_owned(), max.to_owned()),
+                remove: file.remove_action(true),
+            });
+        }
+        Ok(files)
+    }
+
+    /// The active files holding rows of `batch`. A file's statistics
+    /// (min and max source id) say whose it is: a batch's own file is
+    /// removed whole; a compacted file whose range holds the source may
+    /// hold its rows among others'.
+    fn files_of(&self, state: &State, batch: &BatchId) -> Result<BatchFiles, LakeError> {
+        let source = batch.source_id.as_str();
+        let mut found = BatchFiles::default();
+        for file in self.active_files(state, Some(batch.batch_date))? {
+            let (min, max) = (file.sources.0.as_str(), file.sources.1.as_str());
+            if min == source && max == source {
+                found.own.push(file.remove);
+            } else if min <= source && source <= max {
+                found.shared.push(file);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Copy-on-write: each shared file rewritten without the rows of the
+    /// sources replaced, or left alone when it holds none of them. Returns
+    /// the removes and adds; on error, nothing new is left behind.
+    async fn rewrite_shared(
+        &self,
+        state: &State,
+        shared: BTreeMap<String, (ActiveFile, BTreeSet<String>)>,
+    ) -> Result<(Vec<Remove>, Vec<Add>), LakeError> {
+        let (mut removes, mut adds) = (Vec::new(), Vec::new());
+        if shared.is_empty() {
+            return Ok((removes, adds));
+        }
+        let schema = self.file_schema(state)?;
+        for (file, sources) in shared.into_values() {
+            let keep = Keep::AllSourcesBut {
+                column: self.source_column,
+                sources: &sources,
+            };
+            let files = std::slice::from_ref(&file.old);
+            match rewrite(
+                self.file_store(),
+                &self.settings,
+                schema.clone(),
+                file.date,
+                files,
+                keep,
+            )
+            .await
+            {
+                Ok(done) if done.rows_dropped == 0 => self.delete_uncommitted(&done.adds).await,
+                Ok(done) => {
+                    removes.push(file.remove);
+                    adds.extend(done.adds);
                 }
-                (Some(min), Some(max))
-                    if min <= batch.source_id.as_str() && batch.source_id.as_str() <= max =>
-                {
-                    return Err(LakeError::CorruptLog {
-                        table: self.name.clone(),
-                        reason: format!(
-                            "file {} holds rows of sources {min}..{max}: a batch of {} cannot be replaced alone",
-                            file.path(),
-                            batch.source_id
-                        ),
-                    });
-                }
-                (Some(_), Some(_)) => {}
-                _ => {
-                    return Err(LakeError::CorruptLog {
-                        table: self.name.clone(),
-                        reason: format!(
-                            "file {} has no {} statistics",
-                            file.path(),
-                            self.source_column
-                        ),
-                    });
+                Err(e) => {
+                    self.delete_uncommitted(&adds).await;
+                    return Err(self.error(e));
                 }
             }
         }
-        Ok(removes)
+        Ok((removes, adds))
+    }
+
+    /// One commit of `actions` on the loaded version, then a refresh. A
+    /// commit whose post-commit step (a checkpoint) failed has landed all
+    /// the same: its id in the log tells.
+    async fn commit_once(
+        &self,
+        state: &mut State,
+        actions: Vec<Action>,
+        operation: DeltaOperation,
+        info: &serde_json::Map<String, serde_json::Value>,
+        transactions: Vec<Transaction>,
+    ) -> Attempt {
+        let commit_id = uuid::Uuid::new_v4().to_string();
+        let mut info = info.clone();
+        info.insert(COMMIT_ID.into(), commit_id.clone().into());
+        let properties = CommitProperties::default()
+            .with_max_retries(0)
+            .with_metadata(info)
+            .with_application_transactions(transactions);
+        let committed = match state.table.snapshot() {
+            Ok(snapshot) => {
+                CommitBuilder::from(properties)
+                    .with_actions(actions)
+                    .build(Some(snapshot), state.table.log_store(), operation)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let refreshed = self.refresh(state).await;
+        match committed {
+            Ok(done) => {
+                if let Err(e) = refreshed {
+                    tracing::warn!(table = %self.name, error = %e, "committed, but could not read the log back");
+                }
+                Attempt::Landed(done.version())
+            }
+            Err(e) if refreshed.is_ok() && state.commit_ids.contains(&commit_id) => {
+                tracing::warn!(table = %self.name, error = %e, "committed, but the post-commit step failed");
+                Attempt::Landed(state.table.version().unwrap_or_default())
+            }
+            Err(e) if lost_race(&e) => Attempt::LostRace(e),
+            Err(e) => Attempt::Failed(e),
+        }
     }
 
     /// Replaces each batch of `changes` with its files, all in one commit:
-    /// every batch's old files removed, its new ones added, its
-    /// transaction set. A batch whose transaction moved
-    /// since its writer started (another process committed it meanwhile)
-    /// is left out with [`LakeError::CommitConflict`]; the others commit.
-    /// A commit that lost the race to another process is retried on the
-    /// new version. `info` goes into the commit's `commitInfo`, for audits.
+    /// every batch's old files removed (rows in a compacted file shared
+    /// with other sources are dropped by rewriting it), its new ones
+    /// added, its transaction set. A batch whose transaction moved since
+    /// its writer started (another process committed it meanwhile) is
+    /// left out with [`LakeError::CommitConflict`]; the others commit. A
+    /// commit that lost the race to another process is retried on the new
+    /// version. `info` goes into the commit's `commitInfo`, for audits.
     /// Returns, per change, the table version that holds it.
     pub(crate) async fn commit_batches(
         &self,
@@ -583,22 +800,9 @@ impl Table {
         let mut guard = self.state.lock().await;
         let state = match self.ensure(&mut guard, schema).await {
             Ok(state) => state,
-            Err(e) => {
-                let message = e.to_string();
-                let mut all = vec![Err(e)];
-                all.extend((1..changes.len()).map(|_| {
-                    Err(LakeError::CorruptLog {
-                        table: self.name.clone(),
-                        reason: message.clone(),
-                    })
-                }));
-                return all;
-            }
+            Err(e) => return self.same_error(changes.len(), e),
         };
         let now = Utc::now().timestamp_millis();
-        let commit_id = uuid::Uuid::new_v4().to_string();
-        let mut info = info;
-        info.insert(COMMIT_ID.into(), commit_id.clone().into());
         // Each batch's new transaction version: later than any before, so
         // "did my commit land" is answered by the log alone.
         let versions: Vec<i64> = changes
@@ -626,17 +830,46 @@ impl Table {
                 break;
             }
             let mut actions: Vec<Action> = Vec::new();
-            let mut transactions = Vec::new();
-            let mut failed_files = None;
+            let mut shared: BTreeMap<String, (ActiveFile, BTreeSet<String>)> = BTreeMap::new();
+            let mut unreadable = None;
             for &i in &pending {
-                let change = &changes[i];
-                match self.files_of(state, &change.batch) {
-                    Ok(removes) => actions.extend(removes.into_iter().map(Action::Remove)),
+                let batch = &changes[i].batch;
+                match self.files_of(state, batch) {
+                    Ok(files) => {
+                        actions.extend(files.own.into_iter().map(Action::Remove));
+                        for file in files.shared {
+                            let entry = shared
+                                .entry(file.old.path.clone())
+                                .or_insert_with(|| (file, BTreeSet::new()));
+                            entry.1.insert(batch.source_id.clone());
+                        }
+                    }
                     Err(e) => {
-                        failed_files = Some((i, e));
+                        unreadable = Some((i, e));
                         break;
                     }
                 }
+            }
+            if let Some((i, e)) = unreadable {
+                results[i] = Some(Err(e));
+                continue;
+            }
+            let rewritten = match self.rewrite_shared(state, shared).await {
+                Ok((removes, adds)) => {
+                    actions.extend(removes.into_iter().map(Action::Remove));
+                    actions.extend(adds.iter().cloned().map(Action::Add));
+                    adds
+                }
+                Err(e) => {
+                    for (i, e) in pending.iter().zip(self.same_error(pending.len(), e)) {
+                        results[*i] = Some(e);
+                    }
+                    break;
+                }
+            };
+            let mut transactions = Vec::new();
+            for &i in &pending {
+                let change = &changes[i];
                 actions.extend(change.adds.iter().cloned().map(Action::Add));
                 transactions.push(Transaction::new_with_last_update(
                     change.batch.app_id(),
@@ -644,68 +877,33 @@ impl Table {
                     Some(now),
                 ));
             }
-            if let Some((i, e)) = failed_files {
-                results[i] = Some(Err(e));
-                continue;
-            }
-            let properties = CommitProperties::default()
-                .with_max_retries(0)
-                .with_metadata(info.clone())
-                .with_application_transactions(transactions);
             let operation = DeltaOperation::Write {
                 mode: SaveMode::Append,
                 partition_by: Some(vec![PARTITION_COLUMN.to_owned()]),
                 predicate: None,
             };
-            let committed = match state.table.snapshot() {
-                Ok(snapshot) => {
-                    CommitBuilder::from(properties)
-                        .with_actions(actions)
-                        .build(Some(snapshot), state.table.log_store(), operation)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            let refreshed = self.refresh(state).await;
-            match committed {
-                Ok(done) => {
-                    if let Err(e) = refreshed {
-                        tracing::warn!(table = %self.name, error = %e, "committed, but could not read the log back");
-                    }
+            match self
+                .commit_once(state, actions, operation, &info, transactions)
+                .await
+            {
+                Attempt::Landed(version) => {
                     for &i in &pending {
-                        results[i] = Some(Ok(done.version()));
+                        results[i] = Some(Ok(version));
                     }
                     break;
                 }
-                Err(e) => {
-                    // A failed checkpoint after the commit landed also
-                    // returns an error: the log tells.
-                    let landed = refreshed.is_ok() && state.commit_ids.contains(&commit_id);
-                    if landed {
-                        tracing::warn!(table = %self.name, error = %e, "committed, but the post-commit step failed");
-                        let version = state.table.version().unwrap_or_default();
-                        for &i in &pending {
-                            results[i] = Some(Ok(version));
-                        }
-                        break;
-                    }
-                    if !lost_race(&e) || attempt >= COMMIT_ATTEMPTS {
-                        let message = e.to_string();
-                        let mut first = Some(self.error(e));
-                        for &i in &pending {
-                            results[i] =
-                                Some(Err(first.take().unwrap_or_else(|| LakeError::CorruptLog {
-                                    table: self.name.clone(),
-                                    reason: message.clone(),
-                                })));
-                        }
-                        break;
-                    }
+                Attempt::LostRace(e) if attempt < COMMIT_ATTEMPTS => {
                     tracing::debug!(table = %self.name, attempt, error = %e, "lost a commit race; retrying on the new version");
-                    // Growing and random, so two processes that collided
-                    // do not collide again in lock step.
-                    let pause = 20 * u64::from(attempt.min(10)) + rand::random_range(0..50);
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    self.delete_uncommitted(&rewritten).await;
+                    pause(attempt).await;
+                }
+                Attempt::LostRace(e) | Attempt::Failed(e) => {
+                    self.delete_uncommitted(&rewritten).await;
+                    let failed = self.same_error(pending.len(), self.error(e));
+                    for (i, e) in pending.iter().zip(failed) {
+                        results[*i] = Some(e);
+                    }
+                    break;
                 }
             }
         }
@@ -713,6 +911,174 @@ impl Table {
             .into_iter()
             .map(|r| r.expect("every change has a result"))
             .collect()
+    }
+
+    /// `e` for the first of `n` batches that failed as one, the same
+    /// message for the others (errors are not `Clone`).
+    pub(crate) fn same_error<T>(&self, n: usize, e: LakeError) -> Vec<Result<T, LakeError>> {
+        let reason = e.to_string();
+        let mut first = Some(e);
+        (0..n)
+            .map(|_| {
+                Err(first.take().unwrap_or_else(|| LakeError::CorruptLog {
+                    table: self.name.clone(),
+                    reason: reason.clone(),
+                }))
+            })
+            .collect()
+    }
+
+    /// Compacts each day (of `days`, or every day) that has two or more
+    /// files smaller than `max_file_bytes`: their rows, unchanged and
+    /// ordered by source, move into as few files as the size allows, in
+    /// one commit per day that changes no data (`dataChange = false`), so
+    /// a reader's results never change. A day that another process
+    /// changed meanwhile is left for the next time.
+    pub(crate) async fn compact(
+        &self,
+        days: Option<&BTreeSet<NaiveDate>>,
+    ) -> Result<Compacted, LakeError> {
+        let mut guard = self.state.lock().await;
+        let Some(state) = self.latest(&mut guard).await? else {
+            return Ok(Compacted::default());
+        };
+        let max = self.settings.max_file_bytes();
+        let mut by_day: BTreeMap<NaiveDate, Vec<ActiveFile>> = BTreeMap::new();
+        for file in self.active_files(state, None)? {
+            if file.old.size < max && days.is_none_or(|d| d.contains(&file.date)) {
+                by_day.entry(file.date).or_default().push(file);
+            }
+        }
+        let mut info = serde_json::Map::new();
+        info.insert("syncvet.maintenance".into(), "compact".into());
+        let mut out = Compacted::default();
+        for (date, mut files) in by_day {
+            if files.len() < 2 {
+                continue;
+            }
+            files.sort_by(|a, b| (&a.sources, &a.old).cmp(&(&b.sources, &b.old)));
+            let old: Vec<OldFile> = files.iter().map(|f| f.old.clone()).collect();
+            let schema = self.file_schema(state)?;
+            let merged = rewrite(
+                self.file_store(),
+                &self.settings,
+                schema,
+                date,
+                &old,
+                Keep::All,
+            )
+            .await
+            .map_err(|e| self.error(e))?;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let active: HashSet<String> = self
+                    .active_files(state, Some(date))?
+                    .into_iter()
+                    .map(|f| f.old.path)
+                    .collect();
+                if !old.iter().all(|f| active.contains(&f.path)) {
+                    tracing::info!(table = %self.name, %date, "the day changed while it was compacted; left for the next time");
+                    self.delete_uncommitted(&merged.adds).await;
+                    break;
+                }
+                let mut actions: Vec<Action> = files
+                    .iter()
+                    .map(|f| {
+                        let mut remove = f.remove.clone();
+                        remove.data_change = false;
+                        Action::Remove(remove)
+                    })
+                    .collect();
+                actions.extend(merged.adds.iter().cloned().map(|mut add| {
+                    add.data_change = false;
+                    Action::Add(add)
+                }));
+                let operation = DeltaOperation::Optimize {
+                    predicate: Some(format!("{PARTITION_COLUMN} = '{date}'")),
+                    target_size: max as i64,
+                };
+                match self
+                    .commit_once(state, actions, operation, &info, Vec::new())
+                    .await
+                {
+                    Attempt::Landed(version) => {
+                        tracing::info!(table = %self.name, %date, files = old.len(), into = merged.adds.len(), version, "compacted a day");
+                        out.days += 1;
+                        out.files_removed += old.len() as u64;
+                        out.files_added += merged.adds.len() as u64;
+                        break;
+                    }
+                    Attempt::LostRace(_) if attempt < COMMIT_ATTEMPTS => pause(attempt).await,
+                    Attempt::LostRace(e) | Attempt::Failed(e) => {
+                        self.delete_uncommitted(&merged.adds).await;
+                        return Err(self.error(e));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a checkpoint of the latest version unless it has one, then
+    /// removes the log files past the log retention; returns the version
+    /// checkpointed.
+    pub(crate) async fn checkpoint(&self) -> Result<Option<u64>, LakeError> {
+        let mut guard = self.state.lock().await;
+        let Some(state) = self.latest(&mut guard).await? else {
+            return Ok(None);
+        };
+        let Some(version) = state.table.version() else {
+            return Ok(None);
+        };
+        if self.last_checkpoint().await?.map(|(v, _)| v) == Some(version) {
+            return Ok(None);
+        }
+        deltalake::checkpoints::create_checkpoint(&state.table, None)
+            .await
+            .map_err(|e| self.error(e))?;
+        tracing::info!(table = %self.name, version, "wrote a checkpoint");
+        // Commits and checkpoints older than the table's log retention (30
+        // days) and than a checkpoint are no longer needed by any reader.
+        let snapshot = state.table.snapshot().map_err(|e| self.error(e))?;
+        if snapshot.table_config().enable_expired_log_cleanup() {
+            let expired = deltalake::checkpoints::cleanup_metadata(&state.table, None)
+                .await
+                .map_err(|e| self.error(e))?;
+            if expired > 0 {
+                tracing::info!(table = %self.name, files = expired, "removed expired log files");
+            }
+        }
+        Ok(Some(version))
+    }
+
+    /// Deletes the files that no version within `retention` refers to:
+    /// files removed (by a replace or a compaction) longer ago than that,
+    /// and files in no commit (of a crashed or lost writer) older than
+    /// that. Returns how many.
+    pub(crate) async fn vacuum(&self, retention: chrono::Duration) -> Result<u64, LakeError> {
+        let mut guard = self.state.lock().await;
+        let Some(state) = self.latest(&mut guard).await? else {
+            return Ok(0);
+        };
+        let (table, metrics) = state
+            .table
+            .clone()
+            .vacuum()
+            .with_retention_period(retention)
+            // The table's own minimum (7 days) is the config's default;
+            // a shorter retention is the operator's explicit choice.
+            .with_enforce_retention_duration(false)
+            .with_mode(VacuumMode::Full)
+            .await
+            .map_err(|e| self.error(e))?;
+        state.table = table;
+        self.read_txns(state).await?;
+        let deleted = metrics.files_deleted.len() as u64;
+        if deleted > 0 {
+            tracing::info!(table = %self.name, files = deleted, "vacuumed");
+        }
+        Ok(deleted)
     }
 
     /// The table's root URL (for readers and tools).

@@ -7,14 +7,13 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 use delta_kernel::expressions::Scalar;
 use delta_kernel::table_properties::DataSkippingNumIndexedCols;
 use deltalake::datafile::writer::{PartitionWriter, PartitionWriterConfig};
 use deltalake::kernel::Add;
 use indexmap::IndexMap;
-use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -76,17 +75,64 @@ pub(crate) fn table_schema(file_schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-pub(crate) fn writer_properties(config: &LakeConfig) -> Result<WriterProperties, LakeError> {
-    let level = ZstdLevel::try_new(config.zstd_level)?;
-    Ok(WriterProperties::builder()
-        .set_compression(Compression::ZSTD(level))
-        .set_dictionary_enabled(true)
-        // `id` is unique within a batch: a dictionary would only cost
-        // hashing every value before falling back to plain encoding.
-        .set_column_dictionary_enabled(ColumnPath::from("id"), false)
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(config.row_group_rows))
-        .build())
+/// How data files are written, by batch writers and rewrites alike.
+#[derive(Clone)]
+pub(crate) struct FileSettings {
+    properties: WriterProperties,
+    max_file_bytes: u64,
+    upload_concurrency: usize,
+}
+
+impl FileSettings {
+    pub(crate) fn new(config: &LakeConfig) -> Result<FileSettings, LakeError> {
+        let level = ZstdLevel::try_new(config.zstd_level)?;
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_dictionary_enabled(true)
+            // `id` is unique within a batch: a dictionary would only cost
+            // hashing every value before falling back to plain encoding.
+            .set_column_dictionary_enabled(ColumnPath::from("id"), false)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(config.row_group_rows))
+            .build();
+        Ok(FileSettings {
+            properties,
+            max_file_bytes: config.max_file_bytes,
+            upload_concurrency: config.upload_concurrency,
+        })
+    }
+
+    /// Files at least this large are left alone by compaction.
+    pub(crate) fn max_file_bytes(&self) -> u64 {
+        self.max_file_bytes
+    }
+
+    /// A writer of new files of `schema` into the day's folder of the
+    /// table whose root `store` is.
+    pub(crate) fn partition_writer(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        schema: SchemaRef,
+        date: NaiveDate,
+    ) -> Result<PartitionWriter, deltalake::DeltaTableError> {
+        let days = (date - chrono::DateTime::UNIX_EPOCH.date_naive()).num_days();
+        let partition = IndexMap::from([(PARTITION_COLUMN.to_owned(), Scalar::Date(days as i32))]);
+        let writer_config = PartitionWriterConfig::try_new(
+            schema,
+            partition,
+            Some(self.properties.clone()),
+            NonZeroU64::new(self.max_file_bytes),
+            None,
+            Some(self.upload_concurrency),
+            None,
+        )?;
+        PartitionWriter::try_with_config(
+            store,
+            writer_config,
+            DataSkippingNumIndexedCols::NumColumns(32),
+            None,
+        )
+    }
 }
 
 /// One table's side of a batch: the table and its file schema.
@@ -97,31 +143,12 @@ struct Side {
 }
 
 impl Side {
-    fn open(&self, lake: &Lake, batch: &BatchId) -> Result<PartitionWriter, LakeError> {
-        let config = &lake.inner.config;
-        let days = (batch.batch_date - chrono::DateTime::UNIX_EPOCH.date_naive()).num_days();
-        let partition = IndexMap::from([(PARTITION_COLUMN.to_owned(), Scalar::Date(days as i32))]);
-        let writer_config = PartitionWriterConfig::try_new(
-            self.schema.clone(),
-            partition,
-            Some(writer_properties(config)?),
-            NonZeroU64::new(config.max_file_bytes),
-            None,
-            Some(config.upload_concurrency),
-            None,
-        )
-        .map_err(|e| self.table_error(e))?;
-        let store: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(
-            lake.inner.opened.store.clone(),
-            lake.location(&self.table.name),
-        ));
-        PartitionWriter::try_with_config(
-            store,
-            writer_config,
-            DataSkippingNumIndexedCols::NumColumns(32),
-            None,
-        )
-        .map_err(|e| self.table_error(e))
+    fn open(&self, batch: &BatchId) -> Result<PartitionWriter, LakeError> {
+        let table = &self.table;
+        table
+            .settings()
+            .partition_writer(table.file_store(), self.schema.clone(), batch.batch_date)
+            .map_err(|e| self.table_error(e))
     }
 
     fn table_error(&self, e: deltalake::DeltaTableError) -> LakeError {
@@ -134,12 +161,11 @@ impl Side {
     async fn write(
         &self,
         slot: &mut Option<PartitionWriter>,
-        lake: &Lake,
         batch: &BatchId,
         rows: &RecordBatch,
     ) -> Result<(), LakeError> {
         if slot.is_none() {
-            *slot = Some(self.open(lake, batch)?);
+            *slot = Some(self.open(batch)?);
         }
         let writer = slot.as_mut().expect("opened above");
         writer.write(rows).await.map_err(|e| self.table_error(e))
@@ -290,9 +316,7 @@ impl BatchWriter {
         columns.extend(batch.columns().iter().cloned());
         columns.extend(t.lineage(n));
         let rows = RecordBatch::try_new(t.data.schema.clone(), columns).map_err(mismatch)?;
-        t.data
-            .write(&mut self.data, &t.lake, &t.batch, &rows)
-            .await?;
+        t.data.write(&mut self.data, &t.batch, &rows).await?;
         self.rows += n as u64;
         Ok(())
     }
@@ -314,7 +338,7 @@ impl BatchWriter {
             &t.quarantine.schema,
         )?;
         t.quarantine
-            .write(&mut self.quarantine, &t.lake, &t.batch, &rows)
+            .write(&mut self.quarantine, &t.batch, &rows)
             .await?;
         self.rejected += rejects.len() as u64;
         Ok(())
@@ -458,35 +482,15 @@ impl StagedBatch {
     /// left for vacuum. The rejects stay when their commit landed (the
     /// history commit after it failed): the log refers to them.
     async fn remove_files(&self, rejects_committed: bool) {
-        let lake = &self.t.lake;
-        let store = &lake.inner.opened.store;
-        let mut files = vec![(&self.t.data.table, &self.data)];
+        self.t.data.table.delete_uncommitted(&self.data).await;
         if !rejects_committed {
-            files.push((&self.t.quarantine.table, &self.quarantine));
-        }
-        for (table, adds) in files {
-            for add in adds {
-                let location = lake.location(&format!("{}/{}", table.name, add.path));
-                if let Err(e) = store.delete(&location).await {
-                    tracing::debug!(%location, error = %e, "could not remove an uncommitted file");
-                }
-            }
+            self.t
+                .quarantine
+                .table
+                .delete_uncommitted(&self.quarantine)
+                .await;
         }
     }
-}
-
-/// The same error for every batch of a group that failed as one.
-fn for_each<T>(n: usize, table: &str, e: LakeError) -> Vec<Result<T, LakeError>> {
-    let reason = e.to_string();
-    let mut first = Some(e);
-    (0..n)
-        .map(|_| {
-            Err(first.take().unwrap_or_else(|| LakeError::CorruptLog {
-                table: table.to_owned(),
-                reason: reason.clone(),
-            }))
-        })
-        .collect()
 }
 
 /// Commits staged batches of one history table: their rejects in one
@@ -511,7 +515,7 @@ async fn commit_group(staged: &[StagedBatch]) -> Vec<Result<u64, LakeError>> {
     let mut rejects_committed = vec![false; staged.len()];
     match quarantine.table.latest_batch_versions(&batches).await {
         Err(e) => {
-            let failed = for_each(staged.len(), &quarantine.table.name, e);
+            let failed = quarantine.table.same_error(staged.len(), e);
             results = failed.into_iter().map(Some).collect();
         }
         Ok(latest) => {

@@ -10,7 +10,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use chrono::NaiveDate;
 use deltalake::DeltaTableBuilder;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use syncvet_lake::{Lake, LakeConfig, LakeError, PartitionKey, synthetic};
+use syncvet_lake::{Compacted, Lake, LakeConfig, LakeError, PartitionKey, synthetic};
 use syncvet_model::{Catalog, Entity, SourceType};
 
 fn patients() -> Arc<Entity> {
@@ -47,8 +47,12 @@ impl Read {
     }
 
     fn column(&self, source: &str, name: &str) -> Vec<String> {
+        self.column_on(source, date(), name)
+    }
+
+    fn column_on(&self, source: &str, day: NaiveDate, name: &str) -> Vec<String> {
         self.rows
-            .get(&(source.to_owned(), date().to_string()))
+            .get(&(source.to_owned(), day.to_string()))
             .into_iter()
             .flatten()
             .flat_map(|b| {
@@ -64,20 +68,52 @@ impl Read {
             })
             .collect()
     }
+
+    /// Every (source, day) → its ids, sorted: what a reader sees.
+    fn all_ids(&self) -> BTreeMap<(String, String), Vec<String>> {
+        self.all("id")
+    }
+
+    /// Every (source, day) → the values of column `name`, sorted.
+    fn all(&self, name: &str) -> BTreeMap<(String, String), Vec<String>> {
+        self.rows
+            .keys()
+            .map(|(source, day)| {
+                let mut ids = self.column_on(source, day.parse().unwrap(), name);
+                ids.sort();
+                ((source.clone(), day.clone()), ids)
+            })
+            .collect()
+    }
 }
 
 async fn read_table(root: &Path, table: &str, source_column: &str) -> Option<Read> {
+    read_table_at(root, table, source_column, None).await
+}
+
+/// The table at `version` (the latest when `None`); every file the log
+/// adds must be on disk with the size the log gives.
+async fn read_table_at(
+    root: &Path,
+    table: &str,
+    source_column: &str,
+    version: Option<u64>,
+) -> Option<Read> {
     let dir = root.canonicalize().unwrap().join(table);
     if !dir.exists() {
         return None;
     }
     let url = url::Url::from_directory_path(&dir).unwrap();
-    let mut t = DeltaTableBuilder::from_url(url).unwrap().build().unwrap();
-    match t.load().await {
-        Ok(()) => {}
+    let mut builder = DeltaTableBuilder::from_url(url).unwrap();
+    if let Some(v) = version {
+        builder = builder.with_version(v);
+    }
+    // `DeltaTable::load` goes to the latest version; the builder's keeps `version`.
+    let t = match builder.load().await {
+        Ok(t) => t,
         Err(deltalake::DeltaTableError::NotATable(_)) => return None,
         Err(e) => panic!("{table}: {e}"),
-    }
+    };
     let snapshot = t.snapshot().unwrap();
     let mut rows: BTreeMap<(String, String), Vec<RecordBatch>> = BTreeMap::new();
     let mut files = 0;
@@ -101,14 +137,19 @@ async fn read_table(root: &Path, table: &str, source_column: &str) -> Option<Rea
                 b.column_by_name("batch_date").is_none(),
                 "the partition column is in the path only"
             );
-            let source = b.column_by_name(source_column).unwrap().as_string::<i32>();
             assert!(b.num_rows() > 0);
-            let id = source.value(0).to_owned();
-            assert!(
-                (0..source.len()).all(|i| source.value(i) == id),
-                "a file holds one source"
-            );
-            rows.entry((id, date.clone())).or_default().push(b);
+            // A compacted file holds many sources: split its rows by source.
+            let source = b.column_by_name(source_column).unwrap().as_string::<i32>();
+            let sources: std::collections::BTreeSet<String> =
+                source.iter().map(|s| s.unwrap().to_owned()).collect();
+            for id in sources {
+                let mask: arrow::array::BooleanArray = source
+                    .iter()
+                    .map(|s| Some(s == Some(id.as_str())))
+                    .collect();
+                let part = arrow::compute::filter_record_batch(&b, &mask).unwrap();
+                rows.entry((id, date.clone())).or_default().push(part);
+            }
         }
     }
     Some(Read {
@@ -779,4 +820,209 @@ async fn a_batch_another_process_committed_is_left_out_of_the_group_alone() {
     );
     assert_eq!(read.ids("p-1").len(), 10);
     assert_eq!(read.ids("p-3").len(), 10);
+}
+
+const SOURCES: [&str; 5] = ["p-1", "p-2", "p-3", "p-4", "p-5"];
+
+fn days() -> [NaiveDate; 2] {
+    [date(), date().succ_opt().unwrap()]
+}
+
+/// Five sources × two days, each batch in its own commit (its own file),
+/// with one reject each.
+async fn land_days(lake: &Lake, entity: &Arc<Entity>, run: &str) {
+    for day in days() {
+        for (n, id) in SOURCES.iter().enumerate() {
+            let key = PartitionKey::new(SourceType::Pims, "patients", *id, day).unwrap();
+            let mut w = lake.writer(entity.clone(), key, run);
+            let rows = 100 + n * 10;
+            write_rows(&mut w, entity, n as u64 * 1000, rows, 64).await;
+            w.write_rejects(&[("{}", "name", "bad")]).await.unwrap();
+            w.commit(Some(rows as u64 + 1)).await.unwrap();
+        }
+    }
+}
+
+/// The actions of one JSON commit of a table.
+fn commit_actions(root: &Path, table: &str, version: u64) -> Vec<serde_json::Value> {
+    let path = root
+        .join(table)
+        .join(format!("_delta_log/{version:020}.json"));
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The Parquet files on disk under a table folder, in no commit or in one.
+fn parquet_on_disk(root: &Path, table: &str) -> usize {
+    fn walk(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| match p.is_dir() {
+                true => walk(&p),
+                false => usize::from(p.extension().is_some_and(|x| x == "parquet")),
+            })
+            .sum()
+    }
+    walk(&root.join(table)) - walk(&root.join(table).join("_delta_log"))
+}
+
+#[tokio::test]
+async fn maintenance_compacts_each_day_into_one_file_and_the_rows_stay_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = lake(tmp.path(), |c| c.vacuum_retention_hours = 1.0);
+    let entity = patients();
+    land_days(&lake, &entity, "run-1").await;
+    let before = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    let rejects_before = read_table(tmp.path(), "_quarantine/patients", "source_id")
+        .await
+        .unwrap();
+    assert_eq!((before.files, rejects_before.files), (10, 10));
+
+    let done = lake
+        .maintain(SourceType::Pims, "patients", None)
+        .await
+        .unwrap();
+    let names: Vec<&str> = done.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["pims/patients", "_quarantine/patients"]);
+    let after = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    let history = done[0].1.as_ref().unwrap();
+    let compacted = Compacted {
+        days: 2,
+        files_removed: 10,
+        files_added: 2,
+    };
+    assert_eq!(history.compacted, compacted);
+    assert_eq!(history.checkpoint, Some(after.version));
+    assert_eq!(history.files_vacuumed, 0, "removed within the retention");
+    assert_eq!(done[1].1.as_ref().unwrap().compacted, compacted);
+
+    assert_eq!(after.files, 2, "one file per day");
+    assert_eq!(after.all_ids(), before.all_ids());
+    assert_eq!(after.version, before.version + 2, "one commit per day");
+    for source in SOURCES {
+        assert!(after.column(source, "_run_id").iter().all(|r| r == "run-1"));
+    }
+    let rejects_after = read_table(tmp.path(), "_quarantine/patients", "source_id")
+        .await
+        .unwrap();
+    assert_eq!(rejects_after.files, 2);
+    assert_eq!(rejects_after.all("reason"), rejects_before.all("reason"));
+
+    // Compaction changed no data, and says so.
+    for version in [before.version + 1, before.version + 2] {
+        let actions = commit_actions(tmp.path(), "pims/patients", version);
+        let files: Vec<&serde_json::Value> = actions
+            .iter()
+            .filter_map(|a| a.get("add").or_else(|| a.get("remove")))
+            .collect();
+        assert_eq!(files.len(), 6, "5 removed, 1 added");
+        assert!(files.iter().all(|f| f["dataChange"] == false), "{files:?}");
+        let info = actions.iter().find_map(|a| a.get("commitInfo")).unwrap();
+        assert_eq!(info["operation"], "OPTIMIZE");
+    }
+    // The version before is still readable: its files are within the retention.
+    let old = read_table_at(
+        tmp.path(),
+        "pims/patients",
+        "practice_id",
+        Some(before.version),
+    )
+    .await
+    .unwrap();
+    assert_eq!((old.files, old.all_ids()), (10, before.all_ids()));
+
+    // Nothing left to do the second time.
+    let again = lake
+        .maintain(SourceType::Pims, "patients", None)
+        .await
+        .unwrap();
+    let again = again[0].1.as_ref().unwrap();
+    assert_eq!((again.compacted.days, again.checkpoint), (0, None));
+    // Another process reads the done set from the checkpoint.
+    let other = self::lake(tmp.path(), |_| {});
+    let done = other
+        .done_partitions(SourceType::Pims, "patients")
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 10);
+}
+
+#[tokio::test]
+async fn vacuum_deletes_replaced_files_and_stale_orphans_but_never_a_live_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = lake(tmp.path(), |c| c.vacuum_retention_hours = 0.0);
+    let entity = patients();
+    land_days(&lake, &entity, "run-1").await;
+    // A writer that staged its files and died before the commit.
+    let mut w = lake.writer(entity.clone(), key("p-9"), "run-x");
+    write_rows(&mut w, &entity, 0, 10, 10).await;
+    drop(w.stage(Some(10)).await.unwrap());
+    assert_eq!(parquet_on_disk(tmp.path(), "pims/patients"), 11);
+    let before = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+
+    let done = lake
+        .maintain(SourceType::Pims, "patients", None)
+        .await
+        .unwrap();
+    let history = done[0].1.as_ref().unwrap();
+    assert_eq!(history.compacted.files_removed, 10);
+    assert_eq!(
+        history.files_vacuumed, 11,
+        "10 compacted away and the orphan"
+    );
+    assert_eq!(parquet_on_disk(tmp.path(), "pims/patients"), 2);
+    let after = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!(after.all_ids(), before.all_ids());
+}
+
+#[tokio::test]
+async fn a_batch_replaced_in_a_compacted_day_takes_only_its_own_rows_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = lake(tmp.path(), |_| {});
+    let entity = patients();
+    land_days(&lake, &entity, "run-1").await;
+    lake.maintain(SourceType::Pims, "patients", None)
+        .await
+        .unwrap();
+    let before = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!(before.files, 2);
+
+    // p-3's first day lands again, with other rows and no reject.
+    let mut w = lake.writer(entity.clone(), key("p-3"), "run-2");
+    write_rows(&mut w, &entity, 50_000, 7, 7).await;
+    let summary = w.commit(Some(7)).await.unwrap();
+    assert_eq!(summary.version, before.version + 1, "one commit");
+
+    let after = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!(after.ids("p-3"), expected_ids(50_000, 7));
+    assert!(after.column("p-3", "_run_id").iter().all(|r| r == "run-2"));
+    let mut expected = before.all_ids();
+    expected.insert(("p-3".into(), date().to_string()), expected_ids(50_000, 7));
+    assert_eq!(after.all_ids(), expected, "every other batch as it was");
+    // The compacted file of the day was rewritten without p-3; the other day's stands.
+    assert_eq!(after.files, 3);
+    let rejects = read_table(tmp.path(), "_quarantine/patients", "source_id")
+        .await
+        .unwrap();
+    assert!(rejects.column("p-3", "raw").is_empty());
+    for source in ["p-1", "p-2", "p-4", "p-5"] {
+        assert_eq!(rejects.column(source, "raw"), ["{}"], "{source}");
+    }
+    assert_eq!(rejects.column_on("p-3", days()[1], "raw"), ["{}"]);
 }

@@ -121,6 +121,17 @@ impl Daemon {
             }
             Err(e) => error!(error = %e, "sync could not start"),
         }
+        // The night's maintenance: compaction, checkpoints, vacuum.
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        match self.runner.maintain(&[]).await {
+            Ok(tables) => {
+                let failed = tables.iter().filter(|t| t.error.is_some()).count();
+                info!(tables = tables.len(), failed, "maintenance finished");
+            }
+            Err(e) => error!(error = %e, "maintenance could not start"),
+        }
     }
 }
 

@@ -33,5 +33,5 @@ pub use daemon::run_daemon;
 pub use error::RunnerError;
 pub use metrics::Metrics;
 pub use plan::{Dates, Shard};
-pub use report::{PartitionReport, PartitionStatus, RunReport, SourceFailure};
-pub use run::{Runner, SyncRequest};
+pub use report::{PartitionReport, PartitionStatus, RunMaintenance, RunReport, SourceFailure};
+pub use run::{Runner, SyncRequest, TableMaintained};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use syncvet_client::{ClientError, StreamStats};
-use syncvet_lake::PartitionKey;
+use syncvet_lake::{Compacted, PartitionKey};
 
 /// How one partition ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +206,9 @@ pub struct RunReport {
     pub source_failures: Vec<SourceFailure>,
     /// Every partition that was attempted.
     pub partitions: Vec<PartitionReport>,
+    /// The run's maintenance of the tables it wrote (`lake.maintain_after_run`).
+    #[serde(default)]
+    pub maintenance: RunMaintenance,
 }
 
 impl RunReport {
@@ -279,6 +282,21 @@ impl RunReport {
             total.drift,
             total.bytes
         );
+        let m = &self.maintenance;
+        if m.compacted.days > 0 || m.checkpoints > 0 || m.files_vacuumed > 0 {
+            let _ = writeln!(
+                out,
+                "maintenance: {} table days compacted ({} files into {}), {} checkpoints, {} files vacuumed",
+                m.compacted.days,
+                m.compacted.files_removed,
+                m.compacted.files_added,
+                m.checkpoints,
+                m.files_vacuumed
+            );
+        }
+        for e in &m.errors {
+            let _ = writeln!(out, "MAINTENANCE FAILED (the data is committed) {e}");
+        }
         if self.skipped > 0 {
             let _ = writeln!(
                 out,
@@ -306,6 +324,20 @@ impl RunReport {
         }
         out
     }
+}
+
+/// What a run's maintenance of the tables it wrote did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunMaintenance {
+    /// The days it landed, compacted.
+    pub compacted: Compacted,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+    /// Files vacuum deleted.
+    pub files_vacuumed: u64,
+    /// Tables whose maintenance failed, with why: their data is whole and
+    /// committed; the next run or `syncvet-etl maintain` does it again.
+    pub errors: Vec<String>,
 }
 
 /// A new run id: UTC time first, so ids sort by time, then a random suffix.

@@ -1,7 +1,7 @@
 //! Running a plan: sources concurrently, partitions within a source as
 //! configured, all under the client's one rate governor.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use syncvet_client::{ApiClient, Secret};
 use syncvet_emulator::RunningEmulator;
-use syncvet_lake::{GroupCommitter, Lake, PartitionKey};
+use syncvet_lake::{GroupCommitter, Lake, PartitionKey, TableMaintenance};
 use syncvet_model::{Catalog, PageDecoder, SourceType};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -21,7 +21,20 @@ use crate::config::{Config, parse_timezone};
 use crate::job::{JobContext, Landing, sync_partition};
 use crate::metrics::Metrics;
 use crate::plan::{Dates, PartitionJob, Shard, Source, SourcePlan, plan, select_entities};
-use crate::report::{PartitionReport, PartitionStatus, RunReport, SourceFailure, new_run_id};
+use crate::report::{
+    PartitionReport, PartitionStatus, RunMaintenance, RunReport, SourceFailure, new_run_id,
+};
+
+/// One table's maintenance, or why it failed.
+#[derive(Debug, Clone)]
+pub struct TableMaintained {
+    /// The table, relative to the lake root (`pims/patients`).
+    pub table: String,
+    /// What was done (nothing, when a step failed).
+    pub done: TableMaintenance,
+    /// The failure, if any.
+    pub error: Option<String>,
+}
 
 /// What to sync.
 #[derive(Debug, Clone)]
@@ -278,6 +291,10 @@ impl Runner {
         }
         escalate.abort();
         progress.finish_and_clear();
+        let maintenance = match self.config.lake.maintain_after_run {
+            true if !shutdown.is_cancelled() => self.maintain_landed(&partitions).await,
+            _ => RunMaintenance::default(),
+        };
 
         let finished_at = Utc::now();
         let report = RunReport {
@@ -292,6 +309,7 @@ impl Runner {
             skipped,
             source_failures,
             partitions,
+            maintenance,
         };
         let json = serde_json::to_vec_pretty(&report).expect("a run report serializes");
         match self.lake.put_run_report(&report.run_id, json.into()).await {
@@ -300,6 +318,69 @@ impl Runner {
         }
         self.metrics.run_finished(&report);
         Ok(report)
+    }
+
+    /// Maintains the tables the run wrote, compacting the days it landed;
+    /// a failure leaves the data as committed and is reported.
+    async fn maintain_landed(&self, partitions: &[PartitionReport]) -> RunMaintenance {
+        let mut days: BTreeMap<(SourceType, &str), BTreeSet<NaiveDate>> = BTreeMap::new();
+        for p in partitions.iter().filter(|p| p.status.is_committed()) {
+            let Some(source) = SourceType::from_api(&p.source_type) else {
+                continue;
+            };
+            days.entry((source, &p.entity))
+                .or_default()
+                .insert(p.batch_date);
+        }
+        let mut total = RunMaintenance::default();
+        for ((source, entity), days) in days {
+            let tables = match self.lake.maintain(source, entity, Some(&days)).await {
+                Ok(tables) => tables,
+                Err(e) => vec![(entity.to_owned(), Err(e))],
+            };
+            for (table, result) in tables {
+                match result {
+                    Ok(done) => {
+                        total.compacted += done.compacted;
+                        total.checkpoints += u64::from(done.checkpoint.is_some());
+                        total.files_vacuumed += done.files_vacuumed;
+                    }
+                    Err(e) => {
+                        warn!(table, error = %e, "maintenance failed; the data is committed");
+                        total.errors.push(format!("{table}: {e}"));
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    /// `syncvet-etl maintain`: compaction, checkpoints and vacuum of every
+    /// table of `entities` (empty: those of `sync.entities`, or all).
+    pub async fn maintain(&self, entities: &[String]) -> Result<Vec<TableMaintained>, RunnerError> {
+        let names = if entities.is_empty() {
+            &self.config.sync.entities
+        } else {
+            entities
+        };
+        let mut rows = Vec::new();
+        for entity in select_entities(&self.catalog, names)? {
+            for (table, result) in self
+                .lake
+                .maintain(entity.source, &entity.name, None)
+                .await?
+            {
+                let (done, error) = match result {
+                    Ok(done) => (done, None),
+                    Err(e) => {
+                        warn!(table, error = %e, "maintenance of a table failed");
+                        (TableMaintenance::default(), Some(e.to_string()))
+                    }
+                };
+                rows.push(TableMaintained { table, done, error });
+            }
+        }
+        Ok(rows)
     }
 
     /// Removes partitions the lake already has; returns how many.

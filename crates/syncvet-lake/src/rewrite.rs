@@ -1,0 +1,138 @@
+//! Rewriting data files of one day of a table: compaction (many small
+//! files into few) and copy-on-write (one source's rows dropped from a
+//! file that also holds other sources', when that source's batch is
+//! replaced). Rows are streamed: read a batch of rows, write it through
+//! delta-rs's file writer; memory is one row group, whatever the files.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, new_null_array};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::SchemaRef;
+use chrono::NaiveDate;
+use deltalake::DeltaTableError;
+use deltalake::datafile::writer::PartitionWriter;
+use deltalake::kernel::Add;
+use deltalake::logstore::parquet_reader::ParquetObjectReader;
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::path::Path;
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+
+use crate::writer::FileSettings;
+
+/// Rows read from the old files per step.
+const READ_BATCH_ROWS: usize = 8192;
+
+/// A data file of the table to read: its path relative to the table root
+/// (as the log has it, not percent-encoded) and its size.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct OldFile {
+    pub path: String,
+    pub size: u64,
+}
+
+/// The new files, and how many rows of the old ones they left out.
+#[derive(Debug, Default)]
+pub(crate) struct Rewritten {
+    pub adds: Vec<Add>,
+    pub rows_dropped: u64,
+}
+
+/// What is kept of the rows read.
+pub(crate) enum Keep<'a> {
+    All,
+    /// Every row but those whose `column` is one of `sources`.
+    AllSourcesBut {
+        column: &'a str,
+        sources: &'a BTreeSet<String>,
+    },
+}
+
+/// Reads `files` in order and writes the rows `keep` keeps into new files
+/// of `schema` (the table's columns without the partition column) in the
+/// day's folder. A file written before the table gained a column reads
+/// NULL for it. On error nothing new is left behind.
+pub(crate) async fn rewrite(
+    store: Arc<dyn ObjectStore>,
+    settings: &FileSettings,
+    schema: SchemaRef,
+    date: NaiveDate,
+    files: &[OldFile],
+    keep: Keep<'_>,
+) -> Result<Rewritten, DeltaTableError> {
+    let mut writer = settings.partition_writer(store.clone(), schema.clone(), date)?;
+    match copy(&store, &mut writer, &schema, files, &keep).await {
+        Ok(rows_dropped) => Ok(Rewritten {
+            adds: writer.close().await?,
+            rows_dropped,
+        }),
+        Err(e) => {
+            if let Err(abort) = writer.abort().await {
+                tracing::debug!(error = %abort, "could not abort a rewrite's upload");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn copy(
+    store: &Arc<dyn ObjectStore>,
+    writer: &mut PartitionWriter,
+    schema: &SchemaRef,
+    files: &[OldFile],
+    keep: &Keep<'_>,
+) -> Result<u64, DeltaTableError> {
+    let mut dropped = 0u64;
+    for file in files {
+        let reader = ParquetObjectReader::new(store.clone(), Path::from(file.path.as_str()))
+            .with_file_size(file.size);
+        let mut rows = ParquetRecordBatchStreamBuilder::new(reader)
+            .await?
+            .with_batch_size(READ_BATCH_ROWS)
+            .build()?;
+        while let Some(batch) = rows.try_next().await? {
+            let read = batch.num_rows() as u64;
+            let batch = match keep {
+                Keep::All => batch,
+                Keep::AllSourcesBut { column, sources } => {
+                    let Some(source) = batch.column_by_name(column) else {
+                        return Err(DeltaTableError::Generic(format!(
+                            "{} has no column {column}",
+                            file.path
+                        )));
+                    };
+                    let source = source.as_string::<i32>();
+                    let mask: BooleanArray = (0..source.len())
+                        .map(|i| Some(source.is_null(i) || !sources.contains(source.value(i))))
+                        .collect();
+                    filter_record_batch(&batch, &mask)?
+                }
+            };
+            dropped += read - batch.num_rows() as u64;
+            if batch.num_rows() > 0 {
+                writer.write(&conform(&batch, schema)?).await?;
+            }
+        }
+    }
+    Ok(dropped)
+}
+
+/// The rows in the table's current columns: a column the file predates
+/// reads NULL, a column stored with another (compatible) Arrow type is cast.
+fn conform(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
+            Some(column) => cast(column, field.data_type()),
+            None => Ok(new_null_array(field.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+}
