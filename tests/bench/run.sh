@@ -25,7 +25,7 @@ command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -
 # SYNCVET_BENCH_BIN_DIR: use the binaries already there (e.g. target/debug
 # for the paced runs, which the limits pace, not the CPU) instead of a release build.
 BIN_DIR="${SYNCVET_BENCH_BIN_DIR:-$REPO/target/release}"
-[ -n "${SYNCVET_BENCH_BIN_DIR:-}" ] || cargo build --release --locked -q -p syncvet-etl -p syncvet-emulator \
+[ -n "${SYNCVET_BENCH_BIN_DIR:-}" ] || cargo build --release --locked -q -p syncvet-etl -p syncvet-emulator --bins \
     -p syncvet-lake --example year
 ETL="$BIN_DIR/syncvet-etl"
 EMU="$BIN_DIR/syncvet-emulator"
@@ -235,7 +235,7 @@ for line in open(sys.argv[5]):
         event = json.loads(line)
     except ValueError:
         continue
-    if event.get("target") != "syncvet_client::rate" or "to_rps" not in event:
+    if event.get("target") != "syncvet_client::rate" or "to_rps" not in event or "from_rps" not in event:
         continue
     at = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp() - started
     kind = "429 cut" if "pause_ms" in event else ("slow start" if event.get("slow_start") else "increase")
@@ -276,7 +276,7 @@ PY
     for _ in $(seq 50); do proxy_url="$(sed -n 's/^listening on //p' "$WORK/proxy.out")"; [ -n "$proxy_url" ] && break; sleep 0.1; done
     start_emulator --pims-sources "$sources" --supplier-sources 0 --rows-per-day 5
     local last; last="$(python3 -c "import datetime as d; print(d.date(2025,12,1) + d.timedelta(days=$days - 1))")"
-    BENCH_ENV=("AWS_ENDPOINT=$proxy_url" SYNCVET_ETL__SYNC__CONCURRENCY=32)
+    BENCH_ENV=("AWS_ENDPOINT=$proxy_url" "AWS_ENDPOINT_URL=$proxy_url" SYNCVET_ETL__SYNC__CONCURRENCY=32)
     run_etl "s3://$AWS_BUCKET/year" run --date "$last" --entity patients
     stop_emulator
     kill "$proxy"

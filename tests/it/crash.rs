@@ -19,6 +19,47 @@ fn env_u64(key: &str, default: u64) -> u64 {
     })
 }
 
+/// How [`kill_after`] ended.
+enum Killed {
+    /// By the signal.
+    Yes,
+    /// It exited on its own just as the signal came.
+    No,
+    /// It had finished (successfully) before.
+    Finished,
+}
+
+/// Starts `etl`, sends SIGKILL after `delay` unless it finished before
+/// (then it must have succeeded), and checks that whatever a reader
+/// following the Delta logs sees is whole.
+fn kill_after(etl: &Etl, delay: Duration, lake_url: &str) -> Killed {
+    let mut running = etl.spawn();
+    std::thread::sleep(delay);
+    let killed = if running.has_exited() {
+        let out = running.wait(Duration::from_secs(5));
+        assert_eq!(
+            out.code,
+            Some(0),
+            "an unkilled run fails:\n{}",
+            syncvet_e2e::tail(&out.stderr, 30)
+        );
+        Killed::Finished
+    } else {
+        running.signal("KILL");
+        match running.wait(Duration::from_secs(10)).code {
+            None => Killed::Yes,
+            Some(_) => Killed::No,
+        }
+    };
+    let problems = Listing::of(lake_url).commit_violations(false);
+    assert!(
+        problems.is_empty(),
+        "after a kill at {delay:?}:\n{}",
+        problems.join("\n")
+    );
+    killed
+}
+
 #[test]
 fn sigkill_at_random_moments_then_rerun_gives_the_exact_lake() {
     let kills = env_u64("SYNCVET_CRASH_KILLS", 3);
@@ -59,31 +100,11 @@ fn sigkill_at_random_moments_then_rerun_gives_the_exact_lake() {
             "maintain" => base.clone().args(["maintain"]),
             _ => etl.clone(),
         };
-        let mut running = run.spawn();
         let delay = Duration::from_millis(rng.random_range(100..1500));
-        std::thread::sleep(delay);
-        if running.has_exited() {
-            let out = running.wait(Duration::from_secs(5));
-            assert!(
-                out.code == Some(0),
-                "an unkilled run fails:\n{}",
-                syncvet_e2e::tail(&out.stderr, 30)
-            );
-            continue;
-        }
-        running.signal("KILL");
-        let out = running.wait(Duration::from_secs(10));
-        if out.code.is_none() {
+        if let Killed::Yes = kill_after(&run, delay, &lake.url) {
             delivered += 1;
             eprintln!("kill {delivered}: after {delay:?} ({what})");
         }
-        // Whatever a reader following the Delta logs sees is whole, at every kill.
-        let problems = Listing::of(&lake.url).commit_violations(false);
-        assert!(
-            problems.is_empty(),
-            "after kill {delivered} (seed {seed}):\n{}",
-            problems.join("\n")
-        );
     }
     // Nothing a killed run left (no claim, no lock) stands in the way of
     // the very next run.
@@ -101,6 +122,7 @@ fn sigkill_at_random_moments_then_rerun_gives_the_exact_lake() {
 fn sigkill_during_maintenance_then_maintain_again_leaves_the_rows_as_they_were() {
     let kills = env_u64("SYNCVET_CRASH_KILLS", 3);
     let seed = env_u64("SYNCVET_CRASH_SEED", 20261128);
+    eprintln!("maintenance crash test: seed {seed} (replay with SYNCVET_CRASH_SEED={seed})");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let lake = Store::File.lake("crash-maintain");
     let base = Etl::new(&lake.url)
@@ -123,33 +145,19 @@ fn sigkill_during_maintenance_then_maintain_again_leaves_the_rows_as_they_were()
 
     let mut delivered = 0;
     for attempt in 1..=kills * 3 {
-        let mut running = maintain.spawn();
         // Early and spread out: a kill before, in or between the steps.
         let delay = Duration::from_millis(rng.random_range(20..800));
-        std::thread::sleep(delay);
-        if running.has_exited() {
-            let out = running.wait(Duration::from_secs(5));
-            assert_eq!(
-                out.code,
-                Some(0),
-                "an unkilled maintain fails:\n{}",
-                out.stdout
-            );
-            eprintln!("attempt {attempt}: maintain finished within {delay:?}");
-            break;
+        match kill_after(&maintain, delay, &lake.url) {
+            Killed::Yes => {
+                delivered += 1;
+                eprintln!("kill {delivered} during maintain after {delay:?}");
+            }
+            Killed::No => {}
+            Killed::Finished => {
+                eprintln!("attempt {attempt}: maintain finished within {delay:?}");
+                break;
+            }
         }
-        running.signal("KILL");
-        let out = running.wait(Duration::from_secs(10));
-        if out.code.is_none() {
-            delivered += 1;
-            eprintln!("kill {delivered} during maintain after {delay:?}");
-        }
-        let problems = Listing::of(&lake.url).commit_violations(false);
-        assert!(
-            problems.is_empty(),
-            "after kill {delivered} (seed {seed}):\n{}",
-            problems.join("\n")
-        );
     }
     assert!(
         delivered >= 1,

@@ -1,7 +1,7 @@
 //! A simulated year of nights, written straight through the lake API (no
 //! HTTP): every night `SOURCES` batches of `patients`-shaped rows land in
 //! one group commit, then the tables are maintained for the night's day
-//! (compaction, checkpoint, vacuum), as `run` does. Then a fresh handle
+//! (compaction, vacuum; a checkpoint every 10 commits), as `run` does. Then a fresh handle
 //! answers "which batches are done", which is all a no-op run reads of
 //! the table.
 //!

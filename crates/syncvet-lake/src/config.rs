@@ -52,8 +52,7 @@ pub struct LakeConfig {
     #[serde(default = "default_commit_group_batches")]
     pub commit_group_batches: usize,
     /// Once its batches are committed, a run maintains the tables it wrote
-    /// (see `syncvet-etl maintain`): the days it landed compacted, a
-    /// checkpoint, vacuum.
+    /// (see `syncvet-etl maintain`): the days it landed compacted, vacuum.
     #[serde(default = "default_maintain_after_run")]
     pub maintain_after_run: bool,
     /// `maintain` vacuums the files that no table version of this many

@@ -181,11 +181,12 @@ impl Lake {
     /// Maintains an entity's history and quarantine tables, one result
     /// each (with the table's name, relative to the lake root): the days
     /// `days` (every day when `None`) that have two or more small files
-    /// compacted (rows unchanged, `dataChange = false`), a checkpoint of
-    /// the latest version, and vacuum of the files no version of the last
-    /// `vacuum_retention_hours` refers to. Safe beside running syncs:
-    /// every step is a commit that loses a race cleanly. A run does this
-    /// for the days it landed; `syncvet-etl maintain` for every day.
+    /// compacted (rows unchanged, `dataChange = false`), and vacuum of the
+    /// files no version of the last `vacuum_retention_hours` refers to;
+    /// a full maintenance (`days` = `None`) also writes a checkpoint of
+    /// the latest version. Safe beside running syncs: every step is a
+    /// commit that loses a race cleanly. A run does this for the days it
+    /// landed; `syncvet-etl maintain` for every day.
     pub async fn maintain(
         &self,
         source: SourceType,
@@ -198,9 +199,14 @@ impl Lake {
         let mut results = Vec::new();
         for table in [self.history(source, entity), self.quarantine(entity)] {
             let outcome = async {
+                let compacted = table.compact(days).await?;
+                let checkpoint = match days {
+                    None => table.checkpoint().await?,
+                    Some(_) => None,
+                };
                 Ok(TableMaintenance {
-                    compacted: table.compact(days).await?,
-                    checkpoint: table.checkpoint().await?,
+                    compacted,
+                    checkpoint,
                     files_vacuumed: table.vacuum(retention).await?,
                 })
             };

@@ -379,7 +379,9 @@ impl Table {
             .with_columns(kernel.fields().cloned())
             .with_partition_columns([PARTITION_COLUMN])
             .with_table_name(self.name.replace('/', "_"))
-            .with_configuration_property(TableProperty::CheckpointInterval, Some("100"))
+            // Delta's own default: a reader (and a run's planning) replays
+            // at most 9 JSON commits after the checkpoint.
+            .with_configuration_property(TableProperty::CheckpointInterval, Some("10"))
             .with_save_mode(SaveMode::Ignore)
             // A create racing another process's create fails here instead
             // of writing a second table id; the table is then loaded.

@@ -14,8 +14,12 @@
 //! - Shutdown is a token passed in: once cancelled no partition starts;
 //!   in-flight ones get `daemon.shutdown_grace_secs` to commit and are then
 //!   abandoned uncommitted (the lake never shows half a partition).
+//! - Once its batches are committed, a run maintains the tables it wrote
+//!   (the days it landed compacted, vacuum);
+//!   [`Runner::maintain`] does it for every day of every table.
 //! - Every run writes a [`RunReport`] to `_runs/{run_id}.json` in the lake.
-//! - [`run_daemon`] adds the cron schedule, catch-up and `/metrics`.
+//! - [`run_daemon`] adds the cron schedule, catch-up, maintenance after
+//!   each sync and `/metrics`.
 
 mod config;
 mod daemon;

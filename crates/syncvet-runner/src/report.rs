@@ -283,14 +283,13 @@ impl RunReport {
             total.bytes
         );
         let m = &self.maintenance;
-        if m.compacted.days > 0 || m.checkpoints > 0 || m.files_vacuumed > 0 {
+        if m.compacted.days > 0 || m.files_vacuumed > 0 {
             let _ = writeln!(
                 out,
-                "maintenance: {} table days compacted ({} files into {}), {} checkpoints, {} files vacuumed",
+                "maintenance: {} table days compacted ({} files into {}), {} files vacuumed",
                 m.compacted.days,
                 m.compacted.files_removed,
                 m.compacted.files_added,
-                m.checkpoints,
                 m.files_vacuumed
             );
         }
@@ -331,8 +330,6 @@ impl RunReport {
 pub struct RunMaintenance {
     /// The days it landed, compacted.
     pub compacted: Compacted,
-    /// Checkpoints written.
-    pub checkpoints: u64,
     /// Files vacuum deleted.
     pub files_vacuumed: u64,
     /// Tables whose maintenance failed, with why: their data is whole and

@@ -342,7 +342,6 @@ impl Runner {
                 match result {
                     Ok(done) => {
                         total.compacted += done.compacted;
-                        total.checkpoints += u64::from(done.checkpoint.is_some());
                         total.files_vacuumed += done.files_vacuumed;
                     }
                     Err(e) => {
