@@ -51,8 +51,9 @@ pub struct LakeConfig {
     /// ... or once this many batches are waiting, whichever comes first.
     #[serde(default = "default_commit_group_batches")]
     pub commit_group_batches: usize,
-    /// Once its batches are committed, a run maintains the tables it wrote
-    /// (see `syncvet-etl maintain`): the days it landed compacted, vacuum.
+    /// A run maintains the tables it wrote (see `syncvet-etl maintain`):
+    /// between group commits, days with 64 small files are compacted; once
+    /// its batches are committed, the days it landed, then vacuum.
     #[serde(default = "default_maintain_after_run")]
     pub maintain_after_run: bool,
     /// `maintain` vacuums the files that no table version of this many

@@ -68,6 +68,23 @@ pub enum LakeError {
         /// What differs.
         reason: String,
     },
+    /// The catalog changed a column's type in a way the table's data
+    /// cannot follow (see the `evolve` module for what can).
+    #[error(
+        "Delta table {table}: column `{column}` is {table_type} in the table but {catalog_type} in the catalog, which it cannot become ({why}); nothing was written to the table"
+    )]
+    TypeChange {
+        /// The table, relative to the lake root.
+        table: String,
+        /// The column, dotted for a nested field.
+        column: String,
+        /// Its type in the table.
+        table_type: String,
+        /// Its type in the catalog (`absent` when it left the catalog).
+        catalog_type: String,
+        /// The rule it breaks.
+        why: &'static str,
+    },
     /// The run ended before the batch's group was committed.
     #[error("the batch was staged but its group was never committed")]
     CommitAbandoned,

@@ -1,17 +1,26 @@
 //! [`GroupCommitter`]: lands the batches a run finishes in groups, so the
 //! commits per table in a night follow the length of the night, not the
-//! number of sources.
+//! number of sources; between groups it compacts the days they filled.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use chrono::NaiveDate;
+use syncvet_model::SourceType;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::{CommitSummary, Lake, LakeError, StagedBatch};
+use crate::{CommitSummary, Compacted, Lake, LakeError, StagedBatch};
+
+/// Small files a day must have before the committer compacts it between
+/// groups: enough that a rewrite is worth its cost (the compacted file of
+/// the group before is rewritten again with them, until it outgrows
+/// `max_file_bytes`). The run's last compaction takes what is left.
+const COMPACT_BETWEEN_GROUPS_FILES: usize = 64;
 
 type Submission = (
     StagedBatch,
@@ -23,9 +32,25 @@ type Submission = (
 /// `commit_interval_secs`, and at [`GroupCommitter::finish`]. A crash loses
 /// at most the batches waiting (their files are in no commit, so no reader
 /// sees them), which the re-run lands again.
+///
+/// With `maintain_after_run`, each group but the last is followed by the
+/// compaction of the days it landed that have gathered
+/// [`COMPACT_BETWEEN_GROUPS_FILES`] small files: a fleet's run spends most
+/// of its night waiting on the API's rate limit, and its compaction is
+/// done in that wait rather than all after it.
 pub struct GroupCommitter {
     tx: mpsc::UnboundedSender<Submission>,
-    task: JoinHandle<()>,
+    task: JoinHandle<BetweenGroups>,
+}
+
+/// What the committer's compaction between groups did.
+#[derive(Debug, Default)]
+pub struct BetweenGroups {
+    /// Days compacted, files replaced and added.
+    pub compacted: Compacted,
+    /// `table: error` of each compaction that failed (the data stays as
+    /// committed).
+    pub errors: Vec<String>,
 }
 
 /// The outcome of one submitted batch, once its group is committed.
@@ -48,7 +73,8 @@ impl GroupCommitter {
         let interval = Duration::from_secs_f64(config.commit_interval_secs);
         let max = config.commit_group_batches;
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(lake.clone(), rx, interval, max));
+        let compact = config.maintain_after_run;
+        let task = tokio::spawn(run(lake.clone(), rx, interval, max, compact));
         GroupCommitter { tx, task }
     }
 
@@ -61,12 +87,14 @@ impl GroupCommitter {
         PendingCommit(result)
     }
 
-    /// Commits everything still waiting and stops.
-    pub async fn finish(self) {
+    /// Commits everything still waiting and stops; returns what its
+    /// compaction between groups did.
+    pub async fn finish(self) -> BetweenGroups {
         drop(self.tx);
-        if let Err(e) = self.task.await {
+        self.task.await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "the group committer stopped abnormally");
-        }
+            BetweenGroups::default()
+        })
     }
 }
 
@@ -75,42 +103,77 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Submission>,
     interval: Duration,
     max: usize,
-) {
+    compact: bool,
+) -> BetweenGroups {
     let mut waiting: Vec<Submission> = Vec::new();
     let mut due = Instant::now() + interval;
+    let mut between = BetweenGroups::default();
     loop {
-        tokio::select! {
+        let group_full = tokio::select! {
             received = rx.recv() => match received {
                 Some(submission) => {
                     if waiting.is_empty() {
                         due = Instant::now() + interval;
                     }
                     waiting.push(submission);
-                    if waiting.len() >= max {
-                        commit(&lake, &mut waiting).await;
-                    }
+                    waiting.len() >= max
                 }
                 None => {
                     commit(&lake, &mut waiting).await;
-                    return;
+                    return between;
                 }
             },
-            () = tokio::time::sleep_until(due), if !waiting.is_empty() => {
-                commit(&lake, &mut waiting).await;
+            () = tokio::time::sleep_until(due), if !waiting.is_empty() => true,
+        };
+        if group_full {
+            let days = commit(&lake, &mut waiting).await;
+            if compact {
+                compact_days(&lake, days, &mut between).await;
             }
         }
     }
 }
 
-async fn commit(lake: &Lake, waiting: &mut Vec<Submission>) {
+/// The days of each table a group landed.
+type LandedDays = BTreeMap<(SourceType, String), BTreeSet<NaiveDate>>;
+
+async fn compact_days(lake: &Lake, days: LandedDays, between: &mut BetweenGroups) {
+    for ((source, entity), days) in days {
+        for (table, result) in lake
+            .compact(source, &entity, &days, COMPACT_BETWEEN_GROUPS_FILES)
+            .await
+        {
+            match result {
+                Ok(done) => between.compacted += done,
+                Err(e) => {
+                    tracing::warn!(table, error = %e, "compaction between groups failed; the data is committed");
+                    between.errors.push(format!("{table}: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// Commits the waiting batches; returns the days of each table that
+/// some of them landed in.
+async fn commit(lake: &Lake, waiting: &mut Vec<Submission>) -> LandedDays {
+    let mut landed = LandedDays::new();
     if waiting.is_empty() {
-        return;
+        return landed;
     }
     let (staged, senders): (Vec<StagedBatch>, Vec<_>) = std::mem::take(waiting).into_iter().unzip();
     tracing::debug!(batches = staged.len(), "committing a group of batches");
+    let keys: Vec<_> = staged.iter().map(|s| s.key().clone()).collect();
     let results = lake.commit(staged).await;
-    for (sender, result) in senders.into_iter().zip(results) {
+    for ((sender, result), key) in senders.into_iter().zip(results).zip(keys) {
+        if result.is_ok() {
+            landed
+                .entry((key.source, key.entity))
+                .or_default()
+                .insert(key.batch_date);
+        }
         // The receiver may be gone (its job was abandoned): nothing to tell.
         let _ = sender.send(result);
     }
+    landed
 }

@@ -199,7 +199,7 @@ impl Lake {
         let mut results = Vec::new();
         for table in [self.history(source, entity), self.quarantine(entity)] {
             let outcome = async {
-                let compacted = table.compact(days).await?;
+                let compacted = table.compact(days, 2).await?;
                 let checkpoint = match days {
                     None => table.checkpoint().await?,
                     Some(_) => None,
@@ -213,6 +213,28 @@ impl Lake {
             results.push((table.name.clone(), outcome.await));
         }
         Ok(results)
+    }
+
+    /// Compacts the days `days` of an entity's history and quarantine
+    /// tables that have `min_files` or more small files (see
+    /// [`Lake::maintain`]); one result per table.
+    pub async fn compact(
+        &self,
+        source: SourceType,
+        entity: &str,
+        days: &BTreeSet<NaiveDate>,
+        min_files: usize,
+    ) -> Vec<(String, Result<Compacted, LakeError>)> {
+        let mut results = Vec::new();
+        if let Err(e) = check_segment("entity", entity) {
+            results.push((entity.to_owned(), Err(e)));
+            return results;
+        }
+        for table in [self.history(source, entity), self.quarantine(entity)] {
+            let compacted = table.compact(Some(days), min_files).await;
+            results.push((table.name.clone(), compacted));
+        }
+        results
     }
 
     /// Commits staged batches: per history table, one quarantine commit and

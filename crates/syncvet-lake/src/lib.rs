@@ -9,10 +9,11 @@
 //! | `store` | opening the object store named by the URL, retries |
 //! | `layout` | [`PartitionKey`] (a batch) and the names of the lake |
 //! | `table` | [`table::Table`]: one Delta table, its done batches, the batch commit, compaction, checkpoints, vacuum |
-//! | `rewrite` | streaming rewrites of data files: compaction and copy-on-write |
+//! | `evolve` | schema evolution: which catalog changes a table can follow, and how |
+//! | `rewrite` | streaming rewrites of data files: compaction, copy-on-write, widened types |
 //! | `quarantine` | rejected records, for the quarantine tables |
 //! | `writer` | [`BatchWriter`]: write, reconcile, stage; the group commit |
-//! | `group` | [`GroupCommitter`]: a run's batches committed in groups |
+//! | `group` | [`GroupCommitter`]: a run's batches committed in groups, compaction between them |
 //! | `lake` | [`Lake`]: open, "which batches are done", maintenance, run reports |
 //!
 //! # Layout
@@ -118,6 +119,7 @@
 
 mod config;
 mod error;
+mod evolve;
 mod group;
 mod lake;
 mod layout;
@@ -130,7 +132,7 @@ mod writer;
 
 pub use config::LakeConfig;
 pub use error::LakeError;
-pub use group::{GroupCommitter, PendingCommit};
+pub use group::{BetweenGroups, GroupCommitter, PendingCommit};
 pub use lake::{Lake, TableMaintenance};
 pub use layout::{PartitionKey, QUARANTINE_DIR, RUNS_DIR};
 pub use quarantine::RejectedRecord;

@@ -1,15 +1,16 @@
 //! Rewriting data files of one day of a table: compaction (many small
-//! files into few) and copy-on-write (one source's rows dropped from a
+//! files into few), copy-on-write (one source's rows dropped from a
 //! file that also holds other sources', when that source's batch is
-//! replaced). Rows are streamed: read a batch of rows, write it through
+//! replaced) and a schema change (every file in the widened types). Rows are streamed: read a batch of rows, write it through
 //! delta-rs's file writer; memory is one row group, whatever the files.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, new_null_array};
-use arrow::compute::{cast, filter_record_batch};
+use arrow::compute::{CastOptions, cast_with_options, filter_record_batch};
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use chrono::NaiveDate;
 use deltalake::DeltaTableError;
 use deltalake::datafile::writer::PartitionWriter;
@@ -120,17 +121,19 @@ async fn copy(
 }
 
 /// The rows in the table's current columns: a column the file predates
-/// reads NULL, a column stored with another (compatible) Arrow type is cast.
-fn conform(
-    batch: &RecordBatch,
-    schema: &SchemaRef,
-) -> Result<RecordBatch, arrow::error::ArrowError> {
+/// reads NULL, a column stored with a narrower type is cast to the
+/// widened one (a value that does not fit is an error, never a NULL).
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let strict = CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    };
     let columns = schema
         .fields()
         .iter()
         .map(|field| match batch.column_by_name(field.name()) {
             Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
-            Some(column) => cast(column, field.data_type()),
+            Some(column) => cast_with_options(column, field.data_type(), &strict),
             None => Ok(new_null_array(field.data_type(), batch.num_rows())),
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -15,9 +15,9 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use chrono::{NaiveDate, Utc};
-use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
-use deltalake::kernel::{Action, Add, Remove, StructField, StructType, Transaction};
+use deltalake::kernel::{Action, Add, MetadataExt, Remove, StructType, Transaction};
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::table::config::TablePropertiesExt;
@@ -31,6 +31,7 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use crate::LakeError;
+use crate::evolve::{self, Evolution};
 use crate::rewrite::{Keep, OldFile, rewrite};
 use crate::writer::FileSettings;
 
@@ -171,6 +172,18 @@ async fn pause(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(pause)).await;
 }
 
+/// The columns of a table's data files: its schema without the partition
+/// column, whose value is in the file's path.
+fn without_partition_column(schema: &Schema) -> SchemaRef {
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != PARTITION_COLUMN)
+        .cloned()
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
 /// The day of a file, from its partition value.
 fn file_date(values: &HashMap<String, Option<String>>) -> Option<NaiveDate> {
     let value = values.get(PARTITION_COLUMN)?.as_deref()?;
@@ -245,14 +258,9 @@ impl Table {
     /// partition column.
     fn file_schema(&self, state: &State) -> Result<SchemaRef, LakeError> {
         let snapshot = state.table.snapshot().map_err(|e| self.error(e))?;
-        let schema = snapshot.snapshot().arrow_schema();
-        let fields: Vec<_> = schema
-            .fields()
-            .iter()
-            .filter(|f| f.name() != PARTITION_COLUMN)
-            .cloned()
-            .collect();
-        Ok(Arc::new(Schema::new(fields)))
+        Ok(without_partition_column(
+            &snapshot.snapshot().arrow_schema(),
+        ))
     }
 
     /// Loads the table (once) or brings it up to the latest version;
@@ -402,60 +410,123 @@ impl Table {
         }
     }
 
-    /// Adds the columns of `schema` the table lacks (nullable: the files
-    /// written before have none). A column whose type changed, or a
-    /// non-nullable table column the new schema lacks, is an error: a
-    /// reader could not read old and new files as one table.
+    /// Takes the table to the catalog's columns (`schema`), as the
+    /// `evolve` module plans it, in one commit: new columns by a metadata
+    /// change; widened types by the new schema and every data file
+    /// rewritten with it (`dataChange = false`: the rows are the same). A
+    /// change no reader could follow is [`LakeError::TypeChange`], and
+    /// nothing is committed. A commit lost to another process is planned
+    /// again on the new version (which may have made the change already).
     async fn evolve(&self, state: &mut State, schema: &SchemaRef) -> Result<(), LakeError> {
-        let current = state.table.snapshot().map_err(|e| self.error(e))?.schema();
         let wanted: StructType = schema
             .as_ref()
             .try_into_kernel()
             .map_err(|e| self.error(e.into()))?;
-        let mut added = Vec::new();
-        for field in wanted.fields() {
-            match current.field(field.name()) {
-                None => added.push(StructField::nullable(
-                    field.name().clone(),
-                    field.data_type().clone(),
-                )),
-                Some(old) if old.data_type() != field.data_type() => {
-                    return Err(LakeError::SchemaMismatch {
-                        partition: self.name.clone(),
-                        reason: format!(
-                            "column `{}` is {} in the table but {} in the catalog",
-                            field.name(),
-                            old.data_type(),
-                            field.data_type()
-                        ),
-                    });
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let snapshot = state.table.snapshot().map_err(|e| self.error(e))?;
+            let current = snapshot.schema();
+            let refused = |r: evolve::Refused| LakeError::TypeChange {
+                table: self.name.clone(),
+                column: r.column,
+                table_type: r.table_type,
+                catalog_type: r.catalog_type,
+                why: r.why,
+            };
+            let (new_schema, columns, rewrite_files) =
+                match evolve::plan(&current, &wanted).map_err(refused)? {
+                    Evolution::Unchanged => return Ok(()),
+                    Evolution::AddColumns { schema, columns } => (schema, columns, false),
+                    Evolution::Rewrite { schema, columns } => (schema, columns, true),
+                };
+            let metadata = snapshot
+                .metadata()
+                .clone()
+                .with_schema(&new_schema)
+                .map_err(|e| self.error(e.into()))?;
+            let mut actions = vec![Action::Metadata(metadata)];
+            let mut rewritten = Vec::new();
+            let operation = if rewrite_files {
+                let (removes, adds) = self.rewrite_all(state, &new_schema).await?;
+                actions.extend(removes.into_iter().map(Action::Remove));
+                actions.extend(adds.iter().cloned().map(Action::Add));
+                rewritten = adds;
+                DeltaOperation::Write {
+                    mode: SaveMode::Overwrite,
+                    partition_by: Some(vec![PARTITION_COLUMN.to_owned()]),
+                    predicate: None,
                 }
-                Some(_) => {}
+            } else {
+                DeltaOperation::AddColumn {
+                    fields: columns
+                        .iter()
+                        .filter_map(|c| new_schema.field(c).cloned())
+                        .collect(),
+                }
+            };
+            let mut info = serde_json::Map::new();
+            info.insert("syncvet.schema_change".into(), columns.clone().into());
+            match self
+                .commit_once(state, actions, operation, &info, Vec::new())
+                .await
+            {
+                Attempt::Landed(version) => {
+                    tracing::info!(table = %self.name, ?columns, files_rewritten = rewritten.len(), version, "evolved the Delta table's schema");
+                    return Ok(());
+                }
+                Attempt::LostRace(_) if attempt < COMMIT_ATTEMPTS => {
+                    self.delete_uncommitted(&rewritten).await;
+                    pause(attempt).await;
+                }
+                Attempt::LostRace(e) | Attempt::Failed(e) => {
+                    self.delete_uncommitted(&rewritten).await;
+                    return Err(self.error(e));
+                }
             }
         }
-        for old in current.fields() {
-            if !old.is_nullable() && wanted.field(old.name()).is_none() {
-                return Err(LakeError::SchemaMismatch {
-                    partition: self.name.clone(),
-                    reason: format!(
-                        "the table's non-null column `{}` is not in the catalog any more",
-                        old.name()
-                    ),
-                });
-            }
-        }
-        if added.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<String> = added.iter().map(|f| f.name().clone()).collect();
-        let table = std::mem::replace(&mut state.table, self.builder()?);
-        state.table = table
-            .add_columns()
-            .with_fields(added)
+    }
+
+    /// Every active data file rewritten with the columns of `schema` (its
+    /// values cast to the widened types), file by file, so each keeps its
+    /// day and its sources. Returns the removes and adds, all with
+    /// `dataChange = false`; on error, nothing new is left behind.
+    async fn rewrite_all(
+        &self,
+        state: &State,
+        schema: &StructType,
+    ) -> Result<(Vec<Remove>, Vec<Add>), LakeError> {
+        let arrow: Schema = schema.try_into_arrow().map_err(|e| self.error(e.into()))?;
+        let columns = without_partition_column(&arrow);
+        let (mut removes, mut adds) = (Vec::new(), Vec::new());
+        for file in self.active_files(state, None)? {
+            let files = std::slice::from_ref(&file.old);
+            match rewrite(
+                self.file_store(),
+                &self.settings,
+                columns.clone(),
+                file.date,
+                files,
+                Keep::All,
+            )
             .await
-            .map_err(|e| self.error(e))?;
-        tracing::info!(table = %self.name, columns = ?names, "added columns to the Delta table");
-        self.read_txns(state).await
+            {
+                Ok(done) => {
+                    let mut remove = file.remove;
+                    remove.data_change = false;
+                    removes.push(remove);
+                    adds.extend(done.adds.into_iter().map(|mut add| {
+                        add.data_change = false;
+                        add
+                    }));
+                }
+                Err(e) => {
+                    self.delete_uncommitted(&adds).await;
+                    return Err(self.error(e));
+                }
+            }
+        }
+        Ok((removes, adds))
     }
 
     /// Brings `txns` up to the loaded version: from the last checkpoint the
@@ -831,6 +902,16 @@ impl Table {
             if pending.is_empty() {
                 break;
             }
+            if attempt > 1 {
+                // The race may have been lost to a schema change: files of
+                // a type the table no longer has must not be added to it.
+                if let Err(e) = self.evolve(state, schema).await {
+                    for (i, e) in pending.iter().zip(self.same_error(pending.len(), e)) {
+                        results[*i] = Some(e);
+                    }
+                    break;
+                }
+            }
             let mut actions: Vec<Action> = Vec::new();
             let mut shared: BTreeMap<String, (ActiveFile, BTreeSet<String>)> = BTreeMap::new();
             let mut unreadable = None;
@@ -930,8 +1011,8 @@ impl Table {
             .collect()
     }
 
-    /// Compacts each day (of `days`, or every day) that has two or more
-    /// files smaller than `max_file_bytes`: their rows, unchanged and
+    /// Compacts each day (of `days`, or every day) that has `min_files`
+    /// (at least two) files smaller than `max_file_bytes`: their rows, unchanged and
     /// ordered by source, move into as few files as the size allows, in
     /// one commit per day that changes no data (`dataChange = false`), so
     /// a reader's results never change. A day that another process
@@ -939,6 +1020,7 @@ impl Table {
     pub(crate) async fn compact(
         &self,
         days: Option<&BTreeSet<NaiveDate>>,
+        min_files: usize,
     ) -> Result<Compacted, LakeError> {
         let mut guard = self.state.lock().await;
         let Some(state) = self.latest(&mut guard).await? else {
@@ -955,7 +1037,7 @@ impl Table {
         info.insert("syncvet.maintenance".into(), "compact".into());
         let mut out = Compacted::default();
         for (date, mut files) in by_day {
-            if files.len() < 2 {
+            if files.len() < min_files.max(2) {
                 continue;
             }
             files.sort_by(|a, b| (&a.sources, &a.old).cmp(&(&b.sources, &b.old)));

@@ -663,48 +663,159 @@ async fn a_catalog_that_gains_a_field_adds_the_column_and_old_rows_read_null() {
     );
 }
 
-#[tokio::test]
-async fn a_field_whose_type_changed_is_refused_by_name_and_nothing_is_written() {
-    let tmp = tempfile::tempdir().unwrap();
-    let lake = lake(&tmp.path().join("lake"), |_| {});
-    let entity = patients();
-    let mut w = lake.writer(entity.clone(), key("p-0001"), "run-1");
-    write_rows(&mut w, &entity, 0, 10, 10).await;
-    w.commit(Some(10)).await.unwrap();
-    let before = read_table(&tmp.path().join("lake"), "pims/patients", "practice_id")
-        .await
-        .unwrap();
-
-    // `weight` is decimal(9,3) in the embedded catalog.
-    let toml = include_str!("../../syncvet-model/catalog/pims/patients.toml");
-    assert!(
-        toml.contains("key = \"weight\""),
-        "the test assumes a weight field"
-    );
-    let dir = tmp.path().join("catalog");
-    std::fs::create_dir_all(&dir).unwrap();
-    let changed = toml.replace(
-        "key = \"weight\"\ntype = \"decimal(9,3)\"",
-        "key = \"weight\"\ntype = \"string\"",
-    );
-    assert_ne!(changed, toml, "the weight field's type line moved");
-    std::fs::write(dir.join("patients.toml"), changed).unwrap();
-    let narrowed = Catalog::load(Some(&dir))
+/// `patients` from a user's catalog folder: the embedded file with each
+/// `(from, to)` replaced (each must be found) and `extra` appended.
+fn patients_edited(dir: &Path, edits: &[(&str, &str)], extra: &str) -> Arc<Entity> {
+    let mut toml = include_str!("../../syncvet-model/catalog/pims/patients.toml").to_owned();
+    for (from, to) in edits {
+        assert!(toml.contains(from), "the catalog has no `{from}`");
+        toml = toml.replace(from, to);
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("patients.toml"), format!("{toml}\n{extra}")).unwrap();
+    Catalog::load(Some(dir))
         .unwrap()
         .entity("patients")
         .unwrap()
-        .clone();
-    let mut w = lake.writer(narrowed.clone(), key("p-0002"), "run-2");
-    write_rows(&mut w, &narrowed, 0, 5, 5).await;
-    let err = w.commit(Some(5)).await.unwrap_err().to_string();
-    for part in ["pims/patients", "weight", "decimal", "string"] {
-        assert!(err.contains(part), "{part} not in: {err}");
+        .clone()
+}
+
+const WEIGHT: &str = "key = \"weight\"\ntype = \"decimal(9,3)\"";
+
+#[tokio::test]
+async fn a_widened_type_rewrites_every_file_in_one_commit_and_keeps_every_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("lake");
+    let lake = lake(&root, |_| {});
+    let entity = patients();
+    for (i, source) in ["p-0001", "p-0003"].into_iter().enumerate() {
+        let mut w = lake.writer(entity.clone(), key(source), "run-1");
+        write_rows(&mut w, &entity, 100 * i as u64, 10, 4).await;
+        w.commit(Some(10)).await.unwrap();
     }
-    let after = read_table(&tmp.path().join("lake"), "pims/patients", "practice_id")
+    let before = read_table(&root, "pims/patients", "practice_id")
         .await
         .unwrap();
-    assert_eq!(after.version, before.version, "nothing committed");
-    assert!(after.ids("p-0002").is_empty());
+
+    // Two integer digits and one decimal more (the old files are rewritten
+    // with it), and a new column in the same commit.
+    let wider = patients_edited(
+        &tmp.path().join("catalog"),
+        &[(WEIGHT, "key = \"weight\"\ntype = \"decimal(12,4)\"")],
+        "[[fields]]\nkey = \"primaryVet.phone\"\ntype = \"string\"\n",
+    );
+    let mut w = lake.writer(wider.clone(), key("p-0002"), "run-2");
+    write_rows(&mut w, &wider, 0, 5, 5).await;
+    w.commit(Some(5)).await.unwrap();
+
+    let after = read_table(&root, "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!(
+        after.version,
+        before.version + 2,
+        "one schema commit, one batch commit"
+    );
+    let widen = commit_actions(&root, "pims/patients", before.version + 1);
+    let metadata = widen
+        .iter()
+        .find_map(|a| a.get("metaData"))
+        .expect("a new schema");
+    let schema = metadata["schemaString"].as_str().unwrap();
+    assert!(schema.contains("\"decimal(12,4)\""), "{schema}");
+    assert!(schema.contains("\"primary_vet_phone\""), "{schema}");
+    let removes: Vec<_> = widen.iter().filter_map(|a| a.get("remove")).collect();
+    let adds: Vec<_> = widen.iter().filter_map(|a| a.get("add")).collect();
+    assert_eq!(removes.len(), before.files, "every old file replaced");
+    assert!(!adds.is_empty());
+    assert!(
+        removes
+            .iter()
+            .chain(&adds)
+            .all(|a| a["dataChange"] == false),
+        "a rewrite changes no data"
+    );
+    for batches in after.rows.values() {
+        for b in batches {
+            let weight = b.column_by_name("weight").unwrap();
+            assert_eq!(
+                weight.data_type(),
+                &arrow::datatypes::DataType::Decimal128(12, 4)
+            );
+            assert!(
+                b.column_by_name("primary_vet_phone").is_some(),
+                "every file has the new column"
+            );
+        }
+    }
+    let number = |v: &String| v.parse::<f64>().ok();
+    for source in ["p-0001", "p-0003"] {
+        assert_eq!(after.ids(source), before.ids(source));
+        let old: Vec<_> = before.column(source, "weight").iter().map(number).collect();
+        let new: Vec<_> = after.column(source, "weight").iter().map(number).collect();
+        assert!(old.iter().flatten().count() > 5, "the test needs weights");
+        assert_eq!(old, new, "{source}'s weights");
+    }
+    assert_eq!(after.ids("p-0002").len(), 5);
+
+    // A writer still on the old catalog is refused: the table cannot go back.
+    let mut w = lake.writer(entity.clone(), key("p-0004"), "run-3");
+    write_rows(&mut w, &entity, 0, 3, 3).await;
+    let err = w.commit(Some(3)).await.unwrap_err();
+    assert!(matches!(err, LakeError::TypeChange { .. }), "{err}");
+    let err = err.to_string();
+    for part in ["pims/patients", "weight", "decimal(12,4)", "decimal(9,3)"] {
+        assert!(err.contains(part), "{part} not in: {err}");
+    }
+    let last = read_table(&root, "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!(last.version, after.version);
+}
+
+#[tokio::test]
+async fn a_field_whose_type_cannot_widen_is_refused_by_name_and_nothing_is_written() {
+    // `weight` is decimal(9,3) in the embedded catalog.
+    for (to, why) in [
+        ("string", "only a widening"),
+        ("decimal(7,3)", "a decimal may only gain"),
+        ("decimal(10,2)", "a decimal may only gain"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("lake");
+        let lake = lake(&root, |_| {});
+        let entity = patients();
+        let mut w = lake.writer(entity.clone(), key("p-0001"), "run-1");
+        write_rows(&mut w, &entity, 0, 10, 10).await;
+        w.commit(Some(10)).await.unwrap();
+        let before = read_table(&root, "pims/patients", "practice_id")
+            .await
+            .unwrap();
+
+        let changed = patients_edited(
+            &tmp.path().join("catalog"),
+            &[(WEIGHT, &format!("key = \"weight\"\ntype = \"{to}\""))],
+            "",
+        );
+        let mut w = lake.writer(changed.clone(), key("p-0002"), "run-2");
+        write_rows(&mut w, &changed, 0, 5, 5).await;
+        let err = w.commit(Some(5)).await.unwrap_err();
+        assert!(matches!(err, LakeError::TypeChange { .. }), "{err}");
+        let err = err.to_string();
+        for part in ["pims/patients", "`weight`", "decimal(9,3)", to, why] {
+            assert!(err.contains(part), "{part} not in: {err}");
+        }
+        let after = read_table(&root, "pims/patients", "practice_id")
+            .await
+            .unwrap();
+        assert_eq!(after.version, before.version, "nothing committed");
+        assert!(after.ids("p-0002").is_empty());
+        assert_eq!(
+            parquet_on_disk(&root, "pims/patients"),
+            before.files,
+            "the refused writer's files are gone"
+        );
+    }
 }
 
 #[tokio::test]
@@ -785,6 +896,54 @@ async fn a_group_of_batches_lands_in_one_commit_per_table() {
             .len(),
         4
     );
+}
+
+#[tokio::test]
+async fn the_committer_compacts_a_day_between_groups_once_it_has_enough_small_files() {
+    for maintain_after_run in [true, false] {
+        let tmp = tempfile::tempdir().unwrap();
+        let lake = lake(tmp.path(), |c| {
+            c.commit_group_batches = 70;
+            c.commit_interval_secs = 3600.0;
+            c.maintain_after_run = maintain_after_run;
+        });
+        let entity = patients();
+        let committer = syncvet_lake::GroupCommitter::new(&lake);
+        let mut pending = Vec::new();
+        for i in 0..150 {
+            let mut w = lake.writer(entity.clone(), key(&format!("p-{i:04}")), "run-1");
+            write_rows(&mut w, &entity, i, 2, 2).await;
+            pending.push(committer.submit(w.stage(Some(2)).await.unwrap()));
+        }
+        let between = committer.finish().await;
+        for p in pending {
+            p.await.unwrap();
+        }
+        let read = read_table(tmp.path(), "pims/patients", "practice_id")
+            .await
+            .unwrap();
+        assert_eq!(read.rows.len(), 150, "every batch is there");
+        assert!(
+            read.rows
+                .values()
+                .all(|b| b.iter().map(|b| b.num_rows()).sum::<usize>() == 2)
+        );
+        assert!(between.errors.is_empty(), "{:?}", between.errors);
+        if maintain_after_run {
+            // Group 1: 70 files into 1; group 2: that one and 70 more into
+            // 1; the last 10 are left for the run's own maintenance.
+            let expected = Compacted {
+                days: 2,
+                files_removed: 70 + 71,
+                files_added: 2,
+            };
+            assert_eq!(between.compacted, expected);
+            assert_eq!(read.files, 11);
+        } else {
+            assert_eq!(between.compacted, Compacted::default());
+            assert_eq!(read.files, 150);
+        }
+    }
 }
 
 #[tokio::test]

@@ -284,17 +284,19 @@ impl Runner {
             .await;
         // The batches still waiting are committed now, interrupted or not:
         // they are whole, and a commit is quick.
-        committer.finish().await;
+        let between_groups = committer.finish().await;
         let mut partitions = Vec::with_capacity(landings.len());
         for landing in landings {
             partitions.push(landing.landed(&self.metrics).await);
         }
         escalate.abort();
         progress.finish_and_clear();
-        let maintenance = match self.config.lake.maintain_after_run {
+        let mut maintenance = match self.config.lake.maintain_after_run {
             true if !shutdown.is_cancelled() => self.maintain_landed(&partitions).await,
             _ => RunMaintenance::default(),
         };
+        maintenance.compacted += between_groups.compacted;
+        maintenance.errors.extend(between_groups.errors);
 
         let finished_at = Utc::now();
         let report = RunReport {
