@@ -150,6 +150,48 @@ pub fn crash_then_rerun(url: &str) {
     assert_lake_matches(url, &truth(&etl));
 }
 
+/// Between two nights the catalog widens `weight` (decimal(9,3) to
+/// decimal(12,4)) and gains a field: the second run takes the table along
+/// (its first night's files rewritten in the new type), and the Python
+/// readers (deltalake, Polars) read one table of one type with every row.
+pub fn a_widened_catalog_is_read_as_one_type(url: &str) {
+    let etl = etl(url);
+    etl.clone()
+        .args(["run", "--date", FROM])
+        .run()
+        .expect_code(0);
+    let catalog = tempfile::tempdir().unwrap();
+    let embedded = std::fs::read_to_string(
+        syncvet_e2e::workspace_dir().join("crates/syncvet-model/catalog/pims/patients.toml"),
+    )
+    .unwrap();
+    let widened = embedded.replace(
+        "key = \"weight\"\ntype = \"decimal(9,3)\"",
+        "key = \"weight\"\ntype = \"decimal(12,4)\"",
+    );
+    assert_ne!(widened, embedded, "the catalog's weight line moved");
+    std::fs::write(
+        catalog.path().join("patients.toml"),
+        format!("{widened}\n[[fields]]\nkey = \"tattooCode\"\ntype = \"string\"\n"),
+    )
+    .unwrap();
+    etl.clone()
+        .env("SYNCVET_ETL__SYNC__CATALOG_DIR", catalog.path().display())
+        .args(["run", "--date", TO])
+        .run()
+        .expect_code(0);
+    let reading = assert_lake_matches(url, &truth(&etl));
+    let table = &reading.tables["pims/patients"];
+    assert_eq!(table["schema"]["weight"], "decimal128(12, 4)", "{table}");
+    assert_eq!(table["schema"]["tattoo_code"], "string", "{table}");
+    assert_eq!(
+        table["file_schema_mismatches"],
+        serde_json::json!([]),
+        "every file has the table's types"
+    );
+    assert_eq!(table["rows"], table["polars_rows"]);
+}
+
 macro_rules! behaviour_suite {
     ($store:ident, $variant:expr, $lock:expr) => {
         mod $store {
@@ -167,6 +209,13 @@ macro_rules! behaviour_suite {
                 let _guard = $lock;
                 let lake = $variant.lake("rerun");
                 super::rerun_is_idempotent_and_force_is_identical(&lake.url);
+            }
+
+            #[test]
+            fn a_widened_catalog_is_read_as_one_type() {
+                let _guard = $lock;
+                let lake = $variant.lake("widen");
+                super::a_widened_catalog_is_read_as_one_type(&lake.url);
             }
 
             #[test]
