@@ -227,6 +227,7 @@ for kind in ("pims", "supplier"):
         per_table.append((f"{kind}/{entity}", len(commits), files))
 print("commits per table (incl. create and maintenance): " + ", ".join(f"{t} {c}" for t, c, _ in per_table))
 print("parquet files per table (live and replaced): " + ", ".join(f"{t} {f}" for t, _, f in per_table))
+print("maintenance in the run report: " + json.dumps(report.get("maintenance")))
 # The governor's rate timeline from its log, in seconds since the ETL started.
 started = float(sys.argv[6])
 changes = []

@@ -93,6 +93,17 @@
 //! Commits of one table from this process are serialised by a lock, so
 //! they never race each other.
 //!
+//! # Schema evolution
+//!
+//! A writer whose catalog differs from its table's schema takes the table
+//! along at its commit, in a commit of its own before the batch's: new
+//! columns are added (nullable), widened types rewrite the table's files
+//! in the new types in the same commit as the new schema. A change no
+//! reader could follow is refused at the writer's first rows with
+//! [`LakeError::TypeChange`], naming the table, the column and both types;
+//! a writer that started before another process changed the schema is
+//! refused at its commit. The rules are in the `evolve` module.
+//!
 //! # Maintenance
 //!
 //! [`Lake::maintain`] (and `syncvet-etl maintain`) keeps the tables fast:
@@ -102,7 +113,8 @@
 //!   in one commit per day whose actions say `dataChange = false`. If
 //!   another process changed the day meanwhile, the day is left for the
 //!   next time and the new files are deleted. A run does the same for the
-//!   days it landed.
+//!   days it landed, and its [`GroupCommitter`] between groups for days
+//!   that have gathered 64 small files.
 //! - **Checkpoint** of the latest version, so that loading a table (and
 //!   the done set) reads one Parquet file and the commits after it.
 //! - **Vacuum** (delta-rs, full mode): files no version within

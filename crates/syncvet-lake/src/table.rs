@@ -427,15 +427,8 @@ impl Table {
             attempt += 1;
             let snapshot = state.table.snapshot().map_err(|e| self.error(e))?;
             let current = snapshot.schema();
-            let refused = |r: evolve::Refused| LakeError::TypeChange {
-                table: self.name.clone(),
-                column: r.column,
-                table_type: r.table_type,
-                catalog_type: r.catalog_type,
-                why: r.why,
-            };
             let (new_schema, columns, rewrite_files) =
-                match evolve::plan(&current, &wanted).map_err(refused)? {
+                match evolve::plan(&current, &wanted).map_err(|r| self.type_change(r))? {
                     Evolution::Unchanged => return Ok(()),
                     Evolution::AddColumns { schema, columns } => (schema, columns, false),
                     Evolution::Rewrite { schema, columns } => (schema, columns, true),
@@ -674,6 +667,37 @@ impl Table {
             .collect();
         done.sort();
         Ok(done)
+    }
+
+    /// Refuses a writer whose catalog `schema` the table cannot take (see
+    /// [`Table::evolve`]) before it fetches the rest of its batch; changes
+    /// nothing: the commit evolves the table.
+    pub(crate) async fn check_schema(&self, schema: &SchemaRef) -> Result<(), LakeError> {
+        let mut guard = self.state.lock().await;
+        if guard.is_none() {
+            *guard = self.open_existing().await?;
+        }
+        let Some(state) = guard.as_ref() else {
+            return Ok(());
+        };
+        let wanted: StructType = schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| self.error(e.into()))?;
+        let current = state.table.snapshot().map_err(|e| self.error(e))?.schema();
+        evolve::plan(&current, &wanted)
+            .map(|_| ())
+            .map_err(|r| self.type_change(r))
+    }
+
+    fn type_change(&self, r: evolve::Refused) -> LakeError {
+        LakeError::TypeChange {
+            table: self.name.clone(),
+            column: r.column,
+            table_type: r.table_type,
+            catalog_type: r.catalog_type,
+            why: r.why,
+        }
     }
 
     /// The transaction version of a batch as this process last saw it.

@@ -280,6 +280,8 @@ impl BatchWriter {
         if let Some(seen) = self.seen {
             return Ok(seen);
         }
+        let data = &self.t.data;
+        data.table.check_schema(&table_schema(&data.schema)).await?;
         let seen = Seen {
             data: self.t.data.table.batch_version(&self.t.batch).await?,
             quarantine: self.t.quarantine.table.batch_version(&self.t.batch).await?,

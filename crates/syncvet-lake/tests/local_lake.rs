@@ -704,6 +704,9 @@ async fn a_widened_type_rewrites_every_file_in_one_commit_and_keeps_every_value(
         &[(WEIGHT, "key = \"weight\"\ntype = \"decimal(12,4)\"")],
         "[[fields]]\nkey = \"primaryVet.phone\"\ntype = \"string\"\n",
     );
+    // A writer still on the old catalog, started before the change.
+    let mut old_writer = lake.writer(entity.clone(), key("p-0004"), "run-3");
+    write_rows(&mut old_writer, &entity, 0, 3, 3).await;
     let mut w = lake.writer(wider.clone(), key("p-0002"), "run-2");
     write_rows(&mut w, &wider, 0, 5, 5).await;
     w.commit(Some(5)).await.unwrap();
@@ -758,10 +761,9 @@ async fn a_widened_type_rewrites_every_file_in_one_commit_and_keeps_every_value(
     }
     assert_eq!(after.ids("p-0002").len(), 5);
 
-    // A writer still on the old catalog is refused: the table cannot go back.
-    let mut w = lake.writer(entity.clone(), key("p-0004"), "run-3");
-    write_rows(&mut w, &entity, 0, 3, 3).await;
-    let err = w.commit(Some(3)).await.unwrap_err();
+    // The old catalog's writer is refused at its commit: the table cannot
+    // go back, and its files are not of the table's types.
+    let err = old_writer.commit(Some(3)).await.unwrap_err();
     assert!(matches!(err, LakeError::TypeChange { .. }), "{err}");
     let err = err.to_string();
     for part in ["pims/patients", "weight", "decimal(12,4)", "decimal(9,3)"] {
@@ -797,9 +799,12 @@ async fn a_field_whose_type_cannot_widen_is_refused_by_name_and_nothing_is_writt
             &[(WEIGHT, &format!("key = \"weight\"\ntype = \"{to}\""))],
             "",
         );
+        // Refused at the first rows, before the rest of the batch is fetched.
         let mut w = lake.writer(changed.clone(), key("p-0002"), "run-2");
-        write_rows(&mut w, &changed, 0, 5, 5).await;
-        let err = w.commit(Some(5)).await.unwrap_err();
+        let err = w
+            .write_batch(&synthetic::batch(&changed.arrow_schema(), 0, 5))
+            .await
+            .unwrap_err();
         assert!(matches!(err, LakeError::TypeChange { .. }), "{err}");
         let err = err.to_string();
         for part in ["pims/patients", "`weight`", "decimal(9,3)", to, why] {
