@@ -3,6 +3,8 @@
 #
 #   tests/bench/run.sh            end to end (100k, 1M) and the fleet
 #   tests/bench/run.sh e2e        end to end only: emulator -> run -> Parquet, `patients`
+#   tests/bench/run.sh duckdb [N] the same 1M-record batch side by side with DuckDB's
+#                                 read_json -> COPY TO Parquet on its dumped pages, N runs each
 #   tests/bench/run.sh fleet      500 sources x all entities under a hidden 50 req/s limit
 #   tests/bench/run.sh limits     every gateway limit kind, the client told 5x and told nothing
 #   tests/bench/run.sh pagesize   a night under a request-rate limit, pages of 1000 vs 5000
@@ -296,12 +298,90 @@ print(f"no-op run store requests: {total} in all; " + ", ".join(f"{m} {w}: {n}" 
 PY
 }
 
+# versus_duckdb [RUNS]: issue 14's side by side on the very same pages. The
+# emulator's 1M-record `patients` batch is dumped to page files once
+# (untimed); then, alternating, RUNS timed `syncvet-etl run`s against the
+# emulator (the e2e bench) and RUNS DuckDB conversions of the page files
+# (`read_json` -> `COPY ... TO` Parquet, zstd, DuckDB's default threads)
+# from the suite's venv; prints each run, the medians and the ratio.
+versus_duckdb() {
+    local runs="${1:-3}" py="${SYNCVET_PYTHON:-$REPO/.cache/py-venv/bin/python}"
+    [ -x "$py" ] || { echo "no Python venv at $py: run tests/run.sh --servers-only once" >&2; exit 1; }
+    local pages="$WORK/pages"
+    start_emulator --pims-sources 1 --supplier-sources 0 --spread 1 --rows-per-day 1000000
+    python3 - "$EMU_URL" "$DATE" "$pages" <<'PY'
+import json, os, sys, urllib.parse, urllib.request
+base, date, out = sys.argv[1], sys.argv[2], sys.argv[3]
+os.makedirs(out)
+form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": "demo-client",
+                               "client_secret": "demo-secret",
+                               "scope": "https://consumerapi.sync.vet/.default"}).encode()
+token = json.load(urllib.request.urlopen(base + "/oauth2/v2.0/token", form))["access_token"]
+cont, n, records = None, 0, 0
+while True:
+    url = f"{base}/api/batch/p-0001/patients?date={date}&pageSize=1000"
+    if cont:
+        url += "&continuationToken=" + urllib.parse.quote(cont)
+    body = urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": "Bearer " + token})).read()
+    page = json.loads(body)
+    n += 1
+    records += len(page["items"])
+    with open(f"{out}/page-{n:05}.json", "wb") as f:
+        f.write(body)
+    cont = page.get("continuationToken")
+    if not cont:
+        break
+print(f"dumped {records} records in {n} pages")
+PY
+    stop_emulator
+    local i etl=() duck=()
+    for i in $(seq "$runs"); do
+        etl+=("$(e2e 1000000)")
+        echo "${etl[-1]}"
+        rm -rf "$WORK/duck.parquet"
+        /usr/bin/time -v -o "$WORK/time.txt" "$py" -c '
+import duckdb, sys
+duckdb.sql("SET enable_progress_bar = false")
+duckdb.sql(f"""COPY (SELECT unnest(items, recursive := true)
+                    FROM read_json(\x27{sys.argv[1]}/page-*.json\x27, maximum_object_size = 100000000))
+             TO \x27{sys.argv[2]}\x27 (FORMAT parquet, COMPRESSION zstd)""")
+print(duckdb.sql(f"SELECT count(*) FROM \x27{sys.argv[2]}\x27").fetchall()[0][0])' "$pages" "$WORK/duck.parquet" >"$WORK/duck.out"
+        local wall user sys rss
+        wall="$(time_field 'Elapsed (wall clock) time (h:mm:ss or m:ss)')"
+        user="$(time_field 'User time (seconds)')"; sys="$(time_field 'System time (seconds)')"
+        rss="$(time_field 'Maximum resident set size (kbytes)')"
+        duck+=("duckdb rows=$(cat "$WORK/duck.out") wall=$wall cpu=$(python3 -c "print(round($user+$sys, 2))") rss_kb=$rss")
+        echo "${duck[-1]}"
+    done
+    python3 - "${#etl[@]}" "${etl[@]}" "${duck[@]}" <<'PY'
+import re, statistics, sys
+n = int(sys.argv[1])
+etl, duck = sys.argv[2:2 + n], sys.argv[2 + n:]
+def field(line, key):
+    return re.search(rf"\b{key}=([0-9.:,]+)", line).group(1).replace(",", "")
+def seconds(w):
+    return sum(float(p) * 60 ** i for i, p in enumerate(reversed(w.split(":"))))
+e_wall = statistics.median(float(field(l, "wall").rstrip("s")) for l in etl)
+e_cpu = statistics.median(float(field(l, "cpu_s_per_M")) for l in etl)
+e_rss = statistics.median(float(field(l, "peak_rss").rstrip("MB")) for l in etl)
+rows = int(field(etl[0], "rows"))
+d_rows = int(field(duck[0], "rows"))
+d_wall = statistics.median(seconds(field(l, "wall")) for l in duck)
+d_cpu = statistics.median(float(field(l, "cpu")) for l in duck) / d_rows * 1e6
+d_rss = statistics.median(int(field(l, "rss_kb")) for l in duck) / 1024
+print(f"syncvet-etl: median wall {e_wall:.2f}s, {rows / e_wall:,.0f} records/s, {e_cpu:.2f} CPU-s per M, peak RSS {e_rss:.0f} MB")
+print(f"duckdb:      median wall {d_wall:.2f}s, {d_rows / d_wall:,.0f} records/s, {d_cpu:.2f} CPU-s per M, peak RSS {d_rss:.0f} MB")
+print(f"ratio (syncvet-etl records/s over DuckDB's): {(rows / e_wall) / (d_rows / d_wall):.2f}")
+PY
+}
+
 case "$WHAT" in
     e2e) e2e 100000; e2e 1000000 ;;
+    duckdb) versus_duckdb "${2:-3}" ;;
     fleet) fleet ;;
     limits) limits ;;
     pagesize) pagesize ;;
     year) year ;;
     all) e2e 100000; e2e 1000000; fleet; pagesize; limits ;;
-    *) echo "usage: $0 [e2e|fleet|limits|pagesize|year]" >&2; exit 2 ;;
+    *) echo "usage: $0 [e2e|duckdb [RUNS]|fleet|limits|pagesize|year]" >&2; exit 2 ;;
 esac
