@@ -66,6 +66,7 @@ report_sum() { python3 -c "import json,glob,sys; r=json.load(open(sorted(glob.gl
 
 e2e() {
     local rows_per_day="$1" lake="$WORK/lake-$1"
+    rm -rf "$lake"
     start_emulator --pims-sources 1 --supplier-sources 0 --spread 1 --rows-per-day "$rows_per_day"
     local emu_before; emu_before="$(cpu_ticks "$EMU_PID")"
     BENCH_ENV=(SYNCVET_ETL__API__RATE__REQUESTS_PER_SEC=1000 SYNCVET_ETL__API__RATE__BURST=100 ${E2E_ENV:-})
@@ -77,7 +78,8 @@ e2e() {
     wall="$(time_field 'Elapsed (wall clock) time (h:mm:ss or m:ss)')"
     user="$(time_field 'User time (seconds)')"; sys="$(time_field 'System time (seconds)')"
     rss="$(time_field 'Maximum resident set size (kbytes)')"; hz="$(getconf CLK_TCK)"
-    python3 - "$rows" "$json" "$wall" "$user" "$sys" "$rss" "$emu_before" "$emu_after" "$hz" <<'PY'
+    local parquet; parquet="$(du -sb "$lake/pims" | cut -f1)"
+    python3 - "$rows" "$json" "$wall" "$user" "$sys" "$rss" "$emu_before" "$emu_after" "$hz" "$parquet" <<'PY'
 import sys
 rows, json_bytes = int(sys.argv[1]), int(sys.argv[2])
 parts = [float(x) for x in sys.argv[3].split(":")]
@@ -87,7 +89,7 @@ emu_cpu = (int(sys.argv[8]) - int(sys.argv[7])) / int(sys.argv[9])
 print(f"e2e patients rows={rows} json={json_bytes/1e6:.0f}MB wall={wall:.2f}s "
       f"records/s={rows/wall:,.0f} MB/s={json_bytes/1e6/wall:.0f} "
       f"etl_cpu={cpu:.2f}s cpu_s_per_M={cpu/rows*1e6:.2f} peak_rss={int(sys.argv[6])/1024:.0f}MB "
-      f"emulator_cpu={emu_cpu:.2f}s ({emu_cpu/wall*100:.0f}% of one core)")
+      f"emulator_cpu={emu_cpu:.2f}s ({emu_cpu/wall*100:.0f}% of one core) table={int(sys.argv[10])/1e6:.1f}MB")
 PY
 }
 
