@@ -3,6 +3,7 @@
 #
 #   tests/bench/run.sh            end to end (100k, 1M) and the fleet
 #   tests/bench/run.sh e2e        end to end only: emulator -> run -> Parquet, `patients`
+#   tests/bench/run.sh sources    1, 2 and 4 sources of 250k `patients` each in one run
 #   tests/bench/run.sh duckdb [N] the same 1M-record batch side by side with DuckDB's
 #                                 read_json -> COPY TO Parquet on its dumped pages, N runs each
 #   tests/bench/run.sh fleet      500 sources x all entities under a hidden 50 req/s limit
@@ -64,13 +65,15 @@ run_etl() {
 time_field() { sed -n "s/^\s*$1: //p" "$WORK/time.txt"; }
 report_sum() { python3 -c "import json,glob,sys; r=json.load(open(sorted(glob.glob(sys.argv[1]+'/_runs/*.json'))[-1])); print(sum(p[sys.argv[2]] for p in r['partitions']))" "$1" "$2"; }
 
+# e2e ROWS_PER_DAY [SOURCES]: SOURCES (1) PIMS sources of the same size,
+# their `patients` batches in one run.
 e2e() {
-    local rows_per_day="$1" lake="$WORK/lake-$1"
+    local rows_per_day="$1" sources="${2:-1}" lake="$WORK/lake-$1"
     rm -rf "$lake"
-    start_emulator --pims-sources 1 --supplier-sources 0 --spread 1 --rows-per-day "$rows_per_day"
+    start_emulator --pims-sources "$sources" --supplier-sources 0 --spread 1 --rows-per-day "$rows_per_day"
     local emu_before; emu_before="$(cpu_ticks "$EMU_PID")"
     BENCH_ENV=(SYNCVET_ETL__API__RATE__REQUESTS_PER_SEC=1000 SYNCVET_ETL__API__RATE__BURST=100 ${E2E_ENV:-})
-    run_etl "$lake" run --date "$DATE" --practice p-0001 --entity patients
+    run_etl "$lake" run --date "$DATE" --entity patients
     local emu_after; emu_after="$(cpu_ticks "$EMU_PID")"
     stop_emulator
     local rows json wall user sys rss hz
@@ -79,17 +82,19 @@ e2e() {
     user="$(time_field 'User time (seconds)')"; sys="$(time_field 'System time (seconds)')"
     rss="$(time_field 'Maximum resident set size (kbytes)')"; hz="$(getconf CLK_TCK)"
     local parquet; parquet="$(du -sb "$lake/pims" | cut -f1)"
-    python3 - "$rows" "$json" "$wall" "$user" "$sys" "$rss" "$emu_before" "$emu_after" "$hz" "$parquet" <<'PY'
-import sys
+    python3 - "$rows" "$json" "$wall" "$user" "$sys" "$rss" "$emu_before" "$emu_after" "$hz" "$parquet" "$sources" <<'PY'
+import os, sys
 rows, json_bytes = int(sys.argv[1]), int(sys.argv[2])
 parts = [float(x) for x in sys.argv[3].split(":")]
 wall = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
 cpu = float(sys.argv[4]) + float(sys.argv[5])
 emu_cpu = (int(sys.argv[8]) - int(sys.argv[7])) / int(sys.argv[9])
-print(f"e2e patients rows={rows} json={json_bytes/1e6:.0f}MB wall={wall:.2f}s "
+cores = os.cpu_count()
+print(f"e2e patients sources={sys.argv[11]} rows={rows} json={json_bytes/1e6:.0f}MB wall={wall:.2f}s "
       f"records/s={rows/wall:,.0f} MB/s={json_bytes/1e6/wall:.0f} "
       f"etl_cpu={cpu:.2f}s cpu_s_per_M={cpu/rows*1e6:.2f} peak_rss={int(sys.argv[6])/1024:.0f}MB "
-      f"emulator_cpu={emu_cpu:.2f}s ({emu_cpu/wall*100:.0f}% of one core) table={int(sys.argv[10])/1e6:.1f}MB")
+      f"emulator_cpu={emu_cpu:.2f}s ({emu_cpu/wall*100:.0f}% of one core) table={int(sys.argv[10])/1e6:.1f}MB "
+      f"cpu_busy={(cpu + emu_cpu) / (wall * cores) * 100:.0f}% of {cores} cores")
 PY
 }
 
@@ -380,10 +385,12 @@ PY
 case "$WHAT" in
     e2e) e2e 100000; e2e 1000000 ;;
     duckdb) versus_duckdb "${2:-3}" ;;
+    # 225,700 rows per day make a `patients` batch of about 250,000 records.
+    sources) for n in 1 2 4; do e2e 225700 "$n"; done ;;
     fleet) fleet ;;
     limits) limits ;;
     pagesize) pagesize ;;
     year) year ;;
     all) e2e 100000; e2e 1000000; fleet; pagesize; limits ;;
-    *) echo "usage: $0 [e2e|duckdb [RUNS]|fleet|limits|pagesize|year]" >&2; exit 2 ;;
+    *) echo "usage: $0 [e2e|sources|duckdb [RUNS]|fleet|limits|pagesize|year]" >&2; exit 2 ;;
 esac

@@ -1036,7 +1036,8 @@ impl Table {
     }
 
     /// Compacts each day (of `days`, or every day) that has `min_files`
-    /// (at least two) files smaller than `max_file_bytes`: their rows, unchanged and
+    /// (at least two) files smaller than `below_bytes` (at most
+    /// `max_file_bytes`): their rows, unchanged and
     /// ordered by source, move into as few files as the size allows, in
     /// one commit per day that changes no data (`dataChange = false`), so
     /// a reader's results never change. A day that another process
@@ -1045,15 +1046,17 @@ impl Table {
         &self,
         days: Option<&BTreeSet<NaiveDate>>,
         min_files: usize,
+        below_bytes: u64,
     ) -> Result<Compacted, LakeError> {
         let mut guard = self.state.lock().await;
         let Some(state) = self.latest(&mut guard).await? else {
             return Ok(Compacted::default());
         };
         let max = self.settings.max_file_bytes();
+        let below = below_bytes.min(max);
         let mut by_day: BTreeMap<NaiveDate, Vec<ActiveFile>> = BTreeMap::new();
         for file in self.active_files(state, None)? {
-            if file.old.size < max && days.is_none_or(|d| d.contains(&file.date)) {
+            if file.old.size < below && days.is_none_or(|d| d.contains(&file.date)) {
                 by_day.entry(file.date).or_default().push(file);
             }
         }
