@@ -13,13 +13,6 @@ use syncvet_model::{Entity, SourceType};
 
 use crate::layout::{QUARANTINE_DIR, RUNS_DIR, check_segment};
 
-/// The files a run compacts (after its commits and between its groups):
-/// those under 8 MiB, whose number is what slows readers and whose rewrite
-/// costs little. Bigger ones (a large practice's batch) are left to
-/// `syncvet-etl maintain`: rewriting them in every run would double the
-/// run's Parquet work (measured: 4 sources of 250k records, 181k records/s
-/// against 308k).
-pub const RUN_COMPACTS_BELOW_BYTES: u64 = 8 << 20;
 use crate::store::{self, OpenedStore};
 use crate::table::{Compacted, Table};
 use crate::writer::FileSettings;
@@ -188,8 +181,8 @@ impl Lake {
 
     /// Maintains an entity's history and quarantine tables, one result
     /// each (with the table's name, relative to the lake root): the days
-    /// `days` that have two or more files under
-    /// [`RUN_COMPACTS_BELOW_BYTES`] (a run's), or every day's files under
+    /// `days` that have two or more files under `run_compacts_below_bytes`
+    /// (a run's), or every day's files under
     /// `max_file_bytes` when `None` (`syncvet-etl maintain`), compacted
     /// (rows unchanged, `dataChange = false`), and vacuum of the
     /// files no version of the last `vacuum_retention_hours` refers to;
@@ -210,7 +203,7 @@ impl Lake {
         for table in [self.history(source, entity), self.quarantine(entity)] {
             let outcome = async {
                 let below = match days {
-                    Some(_) => RUN_COMPACTS_BELOW_BYTES,
+                    Some(_) => self.inner.config.run_compacts_below_bytes,
                     None => u64::MAX,
                 };
                 let compacted = table.compact(days, 2, below).await?;
@@ -231,8 +224,8 @@ impl Lake {
 
     /// Compacts the days `days` of an entity's history and quarantine
     /// tables that have `min_files` or more files under
-    /// [`RUN_COMPACTS_BELOW_BYTES`] (see [`Lake::maintain`]); one result
-    /// per table.
+    /// `run_compacts_below_bytes` (see [`Lake::maintain`]); one result per
+    /// table.
     pub async fn compact(
         &self,
         source: SourceType,
@@ -246,9 +239,8 @@ impl Lake {
             return results;
         }
         for table in [self.history(source, entity), self.quarantine(entity)] {
-            let compacted = table
-                .compact(Some(days), min_files, RUN_COMPACTS_BELOW_BYTES)
-                .await;
+            let below = self.inner.config.run_compacts_below_bytes;
+            let compacted = table.compact(Some(days), min_files, below).await;
             results.push((table.name.clone(), compacted));
         }
         results

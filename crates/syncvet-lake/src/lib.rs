@@ -113,7 +113,7 @@
 //!   in one commit per day whose actions say `dataChange = false`. If
 //!   another process changed the day meanwhile, the day is left for the
 //!   next time and the new files are deleted. A run does the same for the
-//!   files under [`RUN_COMPACTS_BELOW_BYTES`] (8 MiB) of the days it
+//!   files under `run_compacts_below_bytes` (8 MiB) of the days it
 //!   landed, and its [`GroupCommitter`] between groups for days that have
 //!   gathered 64 of them; bigger files are left to a full maintenance.
 //! - **Checkpoint** of the latest version, so that loading a table (and
@@ -146,7 +146,7 @@ mod writer;
 pub use config::LakeConfig;
 pub use error::LakeError;
 pub use group::{BetweenGroups, GroupCommitter, PendingCommit};
-pub use lake::{Lake, RUN_COMPACTS_BELOW_BYTES, TableMaintenance};
+pub use lake::{Lake, TableMaintenance};
 pub use layout::{PartitionKey, QUARANTINE_DIR, RUNS_DIR};
 pub use quarantine::RejectedRecord;
 pub use table::{BatchId, Compacted, PARTITION_COLUMN};

@@ -1035,6 +1035,61 @@ fn parquet_on_disk(root: &Path, table: &str) -> usize {
 }
 
 #[tokio::test]
+async fn a_run_compacts_only_files_under_its_threshold_and_maintain_takes_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let entity = patients();
+    {
+        let lake = lake(tmp.path(), |_| {});
+        for (i, rows) in [5, 5, 5, 3000, 3000].into_iter().enumerate() {
+            let mut w = lake.writer(entity.clone(), key(&format!("p-{i}")), "run-1");
+            write_rows(&mut w, &entity, 10_000 * i as u64, rows, 1000).await;
+            w.commit(Some(rows as u64)).await.unwrap();
+        }
+    }
+    let before = read_table(tmp.path(), "pims/patients", "practice_id")
+        .await
+        .unwrap();
+    assert_eq!(before.files, 5);
+    let day = tmp
+        .path()
+        .join(format!("pims/patients/batch_date={}", date()));
+    let mut files: Vec<u64> = std::fs::read_dir(&day)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    files.sort();
+    let (small, big) = (files[2], files[3]);
+    assert!(
+        small * 2 < big,
+        "the test needs small and big files: {files:?}"
+    );
+
+    let threshold = (small + big) / 2;
+    let lake = lake(tmp.path(), |c| c.run_compacts_below_bytes = threshold);
+    let days = std::collections::BTreeSet::from([date()]);
+    // A run's compaction (days given) merges the three small files only;
+    // `maintain` (every day) then takes every file under max_file_bytes:
+    // the compacted one and the two big ones.
+    for (scope, files_left) in [(Some(&days), 3), (None, 1)] {
+        let done = lake
+            .maintain(SourceType::Pims, "patients", scope)
+            .await
+            .unwrap();
+        let expected = Compacted {
+            days: 1,
+            files_removed: 3,
+            files_added: 1,
+        };
+        assert_eq!(done[0].1.as_ref().unwrap().compacted, expected);
+        let after = read_table(tmp.path(), "pims/patients", "practice_id")
+            .await
+            .unwrap();
+        assert_eq!(after.files, files_left, "{scope:?}");
+        assert_eq!(after.all_ids(), before.all_ids());
+    }
+}
+
+#[tokio::test]
 async fn maintenance_compacts_each_day_into_one_file_and_the_rows_stay_the_same() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = lake(tmp.path(), |c| c.vacuum_retention_hours = 1.0);
