@@ -598,12 +598,16 @@ async fn run_reports_are_stored_under_runs() {
     ));
 }
 
-/// `patients` as a user's catalog folder would redefine it: the embedded
-/// file with `extra` appended.
-fn patients_with(dir: &Path, extra: &str) -> Arc<Entity> {
-    let embedded = include_str!("../../syncvet-model/catalog/pims/patients.toml");
+/// `patients` from a user's catalog folder: the embedded file with each
+/// `(from, to)` replaced (each must be found) and `extra` appended.
+fn patients_edited(dir: &Path, edits: &[(&str, &str)], extra: &str) -> Arc<Entity> {
+    let mut toml = include_str!("../../syncvet-model/catalog/pims/patients.toml").to_owned();
+    for (from, to) in edits {
+        assert!(toml.contains(from), "the catalog has no `{from}`");
+        toml = toml.replace(from, to);
+    }
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("patients.toml"), format!("{embedded}\n{extra}")).unwrap();
+    std::fs::write(dir.join("patients.toml"), format!("{toml}\n{extra}")).unwrap();
     Catalog::load(Some(dir))
         .unwrap()
         .entity("patients")
@@ -620,8 +624,9 @@ async fn a_catalog_that_gains_a_field_adds_the_column_and_old_rows_read_null() {
     write_rows(&mut w, &entity, 0, 10, 10).await;
     w.commit(Some(10)).await.unwrap();
 
-    let wider = patients_with(
+    let wider = patients_edited(
         &tmp.path().join("catalog"),
+        &[],
         "[[fields]]\nkey = \"microchipNumber\"\ntype = \"string\"\n",
     );
     assert!(
@@ -661,23 +666,6 @@ async fn a_catalog_that_gains_a_field_adds_the_column_and_old_rows_read_null() {
             .all(|b| b.column_by_name("microchip_number").is_none()),
         "old files are not rewritten"
     );
-}
-
-/// `patients` from a user's catalog folder: the embedded file with each
-/// `(from, to)` replaced (each must be found) and `extra` appended.
-fn patients_edited(dir: &Path, edits: &[(&str, &str)], extra: &str) -> Arc<Entity> {
-    let mut toml = include_str!("../../syncvet-model/catalog/pims/patients.toml").to_owned();
-    for (from, to) in edits {
-        assert!(toml.contains(from), "the catalog has no `{from}`");
-        toml = toml.replace(from, to);
-    }
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("patients.toml"), format!("{toml}\n{extra}")).unwrap();
-    Catalog::load(Some(dir))
-        .unwrap()
-        .entity("patients")
-        .unwrap()
-        .clone()
 }
 
 const WEIGHT: &str = "key = \"weight\"\ntype = \"decimal(9,3)\"";
