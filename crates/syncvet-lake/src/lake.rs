@@ -11,12 +11,14 @@ use object_store::path::{Path, PathPart};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use syncvet_model::{Entity, SourceType};
 
-use crate::layout::{QUARANTINE_DIR, RUNS_DIR, check_segment};
+use crate::layout::{CURRENT_DIR, QUARANTINE_DIR, RUNS_DIR, check_segment};
 
 use crate::store::{self, OpenedStore};
-use crate::table::{Compacted, Table};
+use crate::table::{Compacted, PARTITION_COLUMN, Table};
 use crate::writer::FileSettings;
-use crate::{BatchWriter, CommitSummary, LakeConfig, LakeError, PartitionKey, StagedBatch};
+use crate::{
+    BatchWriter, CommitSummary, CurrentUpdate, LakeConfig, LakeError, PartitionKey, StagedBatch,
+};
 
 /// `root` + a relative `a/b/c` path.
 pub(crate) fn join(root: &Path, rel: &str) -> Path {
@@ -119,7 +121,12 @@ impl Lake {
         self.inner.opened.display.clone()
     }
 
-    fn table(&self, name: String, source_column: &'static str) -> Arc<Table> {
+    fn table(
+        &self,
+        name: String,
+        source_column: &'static str,
+        partition_column: &'static str,
+    ) -> Arc<Table> {
         let mut tables = self
             .inner
             .tables
@@ -139,6 +146,7 @@ impl Lake {
                     opened.delta_store.clone(),
                     join(&opened.delta_root, &name),
                     source_column,
+                    partition_column,
                     self.inner.settings.clone(),
                 ))
             })
@@ -150,18 +158,65 @@ impl Lake {
         self.table(
             format!("{}/{entity}", source.as_str()),
             source.partition_column(),
+            PARTITION_COLUMN,
+        )
+    }
+
+    /// The current table of an entity: `current/pims/{entity}` or
+    /// `current/supplier/{entity}`, partitioned by source.
+    pub(crate) fn current(&self, source: SourceType, entity: &str) -> Arc<Table> {
+        let column = source.partition_column();
+        self.table(
+            format!("{CURRENT_DIR}/{}/{entity}", source.as_str()),
+            column,
+            column,
         )
     }
 
     /// The quarantine table of an entity: `_quarantine/{entity}`.
     pub(crate) fn quarantine(&self, entity: &str) -> Arc<Table> {
-        self.table(format!("{QUARANTINE_DIR}/{entity}"), "source_id")
+        self.table(
+            format!("{QUARANTINE_DIR}/{entity}"),
+            "source_id",
+            PARTITION_COLUMN,
+        )
     }
 
     /// The URL of an entity's history table, for readers.
     pub fn history_url(&self, source: SourceType, entity: &str) -> Result<url::Url, LakeError> {
         check_segment("entity", entity)?;
         Ok(self.history(source, entity).url().clone())
+    }
+
+    /// The URL of an entity's current table, for readers.
+    pub fn current_url(&self, source: SourceType, entity: &str) -> Result<url::Url, LakeError> {
+        check_segment("entity", entity)?;
+        Ok(self.current(source, entity).url().clone())
+    }
+
+    /// Brings an entity's current table up to its history table: every
+    /// batch the history has and the current table has not absorbed (or
+    /// absorbed with another version) is merged, in one commit (see the
+    /// `current` module). A no-op when there is nothing new.
+    pub async fn update_current(
+        &self,
+        source: SourceType,
+        entity: &str,
+    ) -> Result<CurrentUpdate, LakeError> {
+        check_segment("entity", entity)?;
+        crate::current::update(self, source, entity, false).await
+    }
+
+    /// Rebuilds an entity's current table from its history table alone:
+    /// every source's state computed again from all its batches, in one
+    /// commit (`syncvet-etl rebuild-current`).
+    pub async fn rebuild_current(
+        &self,
+        source: SourceType,
+        entity: &str,
+    ) -> Result<CurrentUpdate, LakeError> {
+        check_segment("entity", entity)?;
+        crate::current::update(self, source, entity, true).await
     }
 
     /// Every batch of an entity that is done, sorted by source id and date:
@@ -200,7 +255,12 @@ impl Lake {
         let hours = self.inner.config.vacuum_retention_hours;
         let retention = chrono::Duration::milliseconds((hours * 3_600_000.0) as i64);
         let mut results = Vec::new();
-        for table in [self.history(source, entity), self.quarantine(entity)] {
+        let tables = [
+            self.history(source, entity),
+            self.quarantine(entity),
+            self.current(source, entity),
+        ];
+        for table in tables {
             let outcome = async {
                 let below = match days {
                     Some(_) => self.inner.config.run_compacts_below_bytes,

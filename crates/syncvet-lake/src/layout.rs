@@ -10,6 +10,8 @@ use crate::LakeError;
 
 /// Folder of the quarantine tables, beside the source folders.
 pub const QUARANTINE_DIR: &str = "_quarantine";
+/// Folder of the current tables: `current/pims/{entity}` ….
+pub const CURRENT_DIR: &str = "current";
 /// Folder of run reports.
 pub const RUNS_DIR: &str = "_runs";
 

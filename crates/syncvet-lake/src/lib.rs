@@ -14,6 +14,7 @@
 //! | `quarantine` | rejected records, for the quarantine tables |
 //! | `writer` | [`BatchWriter`]: write, reconcile, stage; the group commit |
 //! | `group` | [`GroupCommitter`]: a run's batches committed in groups, compaction between them |
+//! | `current` | the current tables: the latest live version of every record, merged from the history ([`Lake::update_current`]) |
 //! | `lake` | [`Lake`]: open, "which batches are done", maintenance, run reports |
 //!
 //! # Layout
@@ -23,6 +24,8 @@
 //!     _delta_log/…
 //!     batch_date=2026-11-27/part-00000-{uuid}-c000.zstd.parquet …
 //! {root}/supplier/{entity}/             the same, per supplier
+//! {root}/current/pims/{entity}/         Delta table: the current state, one row per (practice, id)
+//!     practice_id=p-0001/part-….parquet …
 //! {root}/_quarantine/{entity}/          Delta table of the entity's rejected records
 //! {root}/_runs/{run_id}.json            run reports
 //! ```
@@ -131,6 +134,7 @@
 //! so a store that restarts mid-run does not fail the run.
 
 mod config;
+mod current;
 mod error;
 mod evolve;
 mod group;
@@ -144,10 +148,11 @@ pub mod table;
 mod writer;
 
 pub use config::LakeConfig;
+pub use current::CurrentUpdate;
 pub use error::LakeError;
 pub use group::{BetweenGroups, GroupCommitter, PendingCommit};
 pub use lake::{Lake, TableMaintenance};
-pub use layout::{PartitionKey, QUARANTINE_DIR, RUNS_DIR};
+pub use layout::{CURRENT_DIR, PartitionKey, QUARANTINE_DIR, RUNS_DIR};
 pub use quarantine::RejectedRecord;
 pub use table::{BatchId, Compacted, PARTITION_COLUMN};
 pub use writer::{BatchWriter, CommitSummary, LOADED_AT_COLUMN, RUN_ID_COLUMN, StagedBatch};

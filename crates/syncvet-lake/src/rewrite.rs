@@ -11,7 +11,6 @@ use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options, filter_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
-use chrono::NaiveDate;
 use deltalake::DeltaTableError;
 use deltalake::datafile::writer::PartitionWriter;
 use deltalake::kernel::Add;
@@ -21,6 +20,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 
+use crate::table::Partition;
 use crate::writer::FileSettings;
 
 /// Rows read from the old files per step.
@@ -53,17 +53,17 @@ pub(crate) enum Keep<'a> {
 
 /// Reads `files` in order and writes the rows `keep` keeps into new files
 /// of `schema` (the table's columns without the partition column) in the
-/// day's folder. A file written before the table gained a column reads
+/// partition's folder. A file written before the table gained a column reads
 /// NULL for it. On error nothing new is left behind.
 pub(crate) async fn rewrite(
     store: Arc<dyn ObjectStore>,
     settings: &FileSettings,
     schema: SchemaRef,
-    date: NaiveDate,
+    partition: &Partition,
     files: &[OldFile],
     keep: Keep<'_>,
 ) -> Result<Rewritten, DeltaTableError> {
-    let mut writer = settings.partition_writer(store.clone(), schema.clone(), date)?;
+    let mut writer = settings.partition_writer(store.clone(), schema.clone(), partition)?;
     match copy(&store, &mut writer, &schema, files, &keep).await {
         Ok(rows_dropped) => Ok(Rewritten {
             adds: writer.close().await?,
@@ -123,7 +123,7 @@ async fn copy(
 /// The rows in the table's current columns: a column the file predates
 /// reads NULL, a column stored with a narrower type is cast to the
 /// widened one (a value that does not fit is an error, never a NULL).
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+pub(crate) fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
     let strict = CastOptions {
         safe: false,
         ..CastOptions::default()

@@ -45,6 +45,45 @@ const COMMIT_ID: &str = "syncvet.commit_id";
 /// Commits lost to another process before giving up on a batch.
 const COMMIT_ATTEMPTS: u32 = 30;
 
+/// The partition of a data file: a day (history and quarantine tables,
+/// [`PARTITION_COLUMN`]) or a source (current tables, partitioned by the
+/// source column).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Partition {
+    Day(NaiveDate),
+    Source { column: &'static str, id: String },
+}
+
+impl Partition {
+    /// The partition column.
+    pub(crate) fn column(&self) -> &'static str {
+        match self {
+            Partition::Day(_) => PARTITION_COLUMN,
+            Partition::Source { column, .. } => column,
+        }
+    }
+
+    /// The partition value, as the writer puts it in the path.
+    pub(crate) fn scalar(&self) -> delta_kernel::expressions::Scalar {
+        use delta_kernel::expressions::Scalar;
+        match self {
+            Partition::Day(date) => {
+                let days = (*date - chrono::DateTime::UNIX_EPOCH.date_naive()).num_days();
+                Scalar::Date(days as i32)
+            }
+            Partition::Source { id, .. } => Scalar::String(id.clone()),
+        }
+    }
+
+    /// The day of a day partition.
+    pub(crate) fn day(&self) -> Option<NaiveDate> {
+        match self {
+            Partition::Day(date) => Some(*date),
+            Partition::Source { .. } => None,
+        }
+    }
+}
+
 /// A batch's identity in a table: the source and the day.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BatchId {
@@ -107,7 +146,8 @@ pub(crate) struct BatchChange {
 /// they never race each other; commits from other processes are retried on
 /// the new version.
 pub struct Table {
-    /// `pims/patients`, `_quarantine/patients`: relative to the lake root.
+    /// `pims/patients`, `_quarantine/patients`, `current/pims/patients`:
+    /// relative to the lake root.
     pub(crate) name: String,
     url: Url,
     root_store: Arc<dyn ObjectStore>,
@@ -116,17 +156,45 @@ pub struct Table {
     /// The column that says which source a row is from (`practice_id`,
     /// `supplier_id`, `source_id`): with the date, a batch's rows.
     pub(crate) source_column: &'static str,
+    /// [`PARTITION_COLUMN`], or the source column for a current table.
+    partition_column: &'static str,
     settings: FileSettings,
     state: Mutex<Option<State>>,
 }
 
 /// An active data file of the table, as a rewrite needs it.
-struct ActiveFile {
-    old: OldFile,
-    date: NaiveDate,
-    /// The smallest and greatest source id in it, by its statistics.
-    sources: (String, String),
-    remove: Remove,
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveFile {
+    pub old: OldFile,
+    pub partition: Partition,
+    /// The smallest and greatest source id in it, by its statistics (or
+    /// its partition).
+    pub sources: (String, String),
+    /// Its rows, by its statistics.
+    pub rows: Option<u64>,
+    pub remove: Remove,
+}
+
+impl ActiveFile {
+    /// Whether the file may hold rows of `source`.
+    pub(crate) fn may_hold(&self, source: &str) -> bool {
+        self.sources.0.as_str() <= source && source <= self.sources.1.as_str()
+    }
+
+    /// Whether the file holds rows of `source` only.
+    pub(crate) fn only(&self, source: &str) -> bool {
+        self.sources.0 == source && self.sources.1 == source
+    }
+}
+
+/// A table's state at one version, as a merge plans from it (empty when
+/// there is no table).
+pub(crate) struct View {
+    /// Application transactions: app id → version.
+    pub txns: HashMap<String, i64>,
+    pub files: Vec<ActiveFile>,
+    /// The table's columns (with the partition column).
+    pub schema: Option<SchemaRef>,
 }
 
 /// The files holding rows of one batch.
@@ -174,20 +242,31 @@ async fn pause(attempt: u32) {
 
 /// The columns of a table's data files: its schema without the partition
 /// column, whose value is in the file's path.
-fn without_partition_column(schema: &Schema) -> SchemaRef {
+pub(crate) fn without_column(schema: &Schema, column: &str) -> SchemaRef {
     let fields: Vec<_> = schema
         .fields()
         .iter()
-        .filter(|f| f.name() != PARTITION_COLUMN)
+        .filter(|f| f.name() != column)
         .cloned()
         .collect();
     Arc::new(Schema::new(fields))
 }
 
-/// The day of a file, from its partition value.
-fn file_date(values: &HashMap<String, Option<String>>) -> Option<NaiveDate> {
-    let value = values.get(PARTITION_COLUMN)?.as_deref()?;
-    NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()
+/// The partition of a file, from its partition values.
+fn file_partition(
+    column: &'static str,
+    values: &HashMap<String, Option<String>>,
+) -> Option<Partition> {
+    let value = values.get(column)?.as_deref()?;
+    match column {
+        PARTITION_COLUMN => NaiveDate::parse_from_str(value, "%Y-%m-%d")
+            .ok()
+            .map(Partition::Day),
+        _ => Some(Partition::Source {
+            column,
+            id: value.to_owned(),
+        }),
+    }
 }
 
 impl std::fmt::Debug for Table {
@@ -216,6 +295,7 @@ impl Table {
         root_store: Arc<dyn ObjectStore>,
         location: Path,
         source_column: &'static str,
+        partition_column: &'static str,
         settings: FileSettings,
     ) -> Table {
         Table {
@@ -224,6 +304,7 @@ impl Table {
             root_store,
             location,
             source_column,
+            partition_column,
             settings,
             state: Mutex::new(None),
         }
@@ -258,8 +339,9 @@ impl Table {
     /// partition column.
     fn file_schema(&self, state: &State) -> Result<SchemaRef, LakeError> {
         let snapshot = state.table.snapshot().map_err(|e| self.error(e))?;
-        Ok(without_partition_column(
+        Ok(without_column(
             &snapshot.snapshot().arrow_schema(),
+            self.partition_column,
         ))
     }
 
@@ -352,8 +434,8 @@ impl Table {
         }
     }
 
-    /// The table, created with `schema` (partitioned by [`PARTITION_COLUMN`])
-    /// if it does not exist, its schema evolved if `schema` has new columns.
+    /// The table, created with `schema` (partitioned by its partition
+    /// column) if it does not exist, its schema evolved if `schema` has new columns.
     async fn ensure<'a>(
         &self,
         guard: &'a mut Option<State>,
@@ -385,7 +467,7 @@ impl Table {
             .builder()?
             .create()
             .with_columns(kernel.fields().cloned())
-            .with_partition_columns([PARTITION_COLUMN])
+            .with_partition_columns([self.partition_column])
             .with_table_name(self.name.replace('/', "_"))
             // Delta's own default: a reader (and a run's planning) replays
             // at most 9 JSON commits after the checkpoint.
@@ -447,7 +529,7 @@ impl Table {
                 rewritten = adds;
                 DeltaOperation::Write {
                     mode: SaveMode::Overwrite,
-                    partition_by: Some(vec![PARTITION_COLUMN.to_owned()]),
+                    partition_by: Some(vec![self.partition_column.to_owned()]),
                     predicate: None,
                 }
             } else {
@@ -490,7 +572,7 @@ impl Table {
         schema: &StructType,
     ) -> Result<(Vec<Remove>, Vec<Add>), LakeError> {
         let arrow: Schema = schema.try_into_arrow().map_err(|e| self.error(e.into()))?;
-        let columns = without_partition_column(&arrow);
+        let columns = without_column(&arrow, self.partition_column);
         let (mut removes, mut adds) = (Vec::new(), Vec::new());
         for file in self.active_files(state, None)? {
             let files = std::slice::from_ref(&file.old);
@@ -498,7 +580,7 @@ impl Table {
                 self.file_store(),
                 &self.settings,
                 columns.clone(),
-                file.date,
+                &file.partition,
                 files,
                 Keep::All,
             )
@@ -729,6 +811,95 @@ impl Table {
             .collect())
     }
 
+    fn view_of(&self, state: Option<&State>) -> Result<View, LakeError> {
+        let Some(state) = state else {
+            return Ok(View {
+                txns: HashMap::new(),
+                files: Vec::new(),
+                schema: None,
+            });
+        };
+        let snapshot = state.table.snapshot().map_err(|e| self.error(e))?;
+        Ok(View {
+            txns: state.txns.clone(),
+            files: self.active_files(state, None)?,
+            schema: Some(snapshot.snapshot().arrow_schema()),
+        })
+    }
+
+    /// The latest version of the table: its transactions and files.
+    pub(crate) async fn view(&self) -> Result<View, LakeError> {
+        let mut guard = self.state.lock().await;
+        let state = self.latest(&mut guard).await?;
+        self.view_of(state.map(|s| &*s))
+    }
+
+    /// [`Table::view`] of the table created with, or evolved to, `schema`.
+    pub(crate) async fn prepare(&self, schema: &SchemaRef) -> Result<View, LakeError> {
+        let mut guard = self.state.lock().await;
+        if let Some(state) = guard.as_mut() {
+            self.refresh(state).await?;
+        }
+        let state = self.ensure(&mut guard, schema).await?;
+        self.view_of(Some(state))
+    }
+
+    /// Commits `actions` and `transactions`, planned on `planned`, if no
+    /// commit since has changed what the plan read: the files of
+    /// `partitions` and the transactions it sets. Returns the version, or
+    /// `None` when the plan is stale (the caller deletes its new files and
+    /// plans again); a commit lost to another process that touched none of
+    /// it is retried on the new version.
+    pub(crate) async fn commit_planned(
+        &self,
+        planned: &View,
+        partitions: &BTreeSet<Partition>,
+        actions: Vec<Action>,
+        transactions: Vec<Transaction>,
+        operation: DeltaOperation,
+        info: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Option<u64>, LakeError> {
+        let files_of = |files: &[ActiveFile]| -> BTreeSet<String> {
+            files
+                .iter()
+                .filter(|f| partitions.contains(&f.partition))
+                .map(|f| f.old.path.clone())
+                .collect()
+        };
+        let read = files_of(&planned.files);
+        let mut guard = self.state.lock().await;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(state) = self.latest(&mut guard).await? else {
+                return Ok(None);
+            };
+            let moved = transactions
+                .iter()
+                .any(|t| state.txns.get(&t.app_id) != planned.txns.get(&t.app_id));
+            if moved || files_of(&self.active_files(state, None)?) != read {
+                return Ok(None);
+            }
+            match self
+                .commit_once(
+                    state,
+                    actions.clone(),
+                    operation.clone(),
+                    &info,
+                    transactions.clone(),
+                )
+                .await
+            {
+                Attempt::Landed(version) => return Ok(Some(version)),
+                Attempt::LostRace(e) if attempt < COMMIT_ATTEMPTS => {
+                    tracing::debug!(table = %self.name, attempt, error = %e, "lost a commit race; checking the plan on the new version");
+                    pause(attempt).await;
+                }
+                Attempt::LostRace(e) | Attempt::Failed(e) => return Err(self.error(e)),
+            }
+        }
+    }
+
     /// The active files of the day `date` (every day when `None`).
     fn active_files(
         &self,
@@ -742,32 +913,44 @@ impl Table {
         };
         let mut files = Vec::new();
         for file in snapshot.log_data().iter() {
-            let day = file_date(&file.partition_values_map()).ok_or_else(|| {
-                corrupt(format!("file {} has no {PARTITION_COLUMN}", file.path()))
-            })?;
-            if date.is_some_and(|d| d != day) {
+            let partition = file_partition(self.partition_column, &file.partition_values_map())
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "file {} has no {}",
+                        file.path(),
+                        self.partition_column
+                    ))
+                })?;
+            if date.is_some_and(|d| partition.day() != Some(d)) {
                 continue;
             }
             let stats: serde_json::Value = file
                 .stats()
                 .and_then(|s| serde_json::from_str(&s).ok())
                 .unwrap_or_default();
-            let min = stats["minValues"][self.source_column].as_str();
-            let max = stats["maxValues"][self.source_column].as_str();
-            let (Some(min), Some(max)) = (min, max) else {
-                return Err(corrupt(format!(
-                    "file {} has no {} statistics",
-                    file.path(),
-                    self.source_column
-                )));
+            let sources = match &partition {
+                Partition::Source { id, .. } => (id.clone(), id.clone()),
+                Partition::Day(_) => {
+                    let min = stats["minValues"][self.source_column].as_str();
+                    let max = stats["maxValues"][self.source_column].as_str();
+                    let (Some(min), Some(max)) = (min, max) else {
+                        return Err(corrupt(format!(
+                            "file {} has no {} statistics",
+                            file.path(),
+                            self.source_column
+                        )));
+                    };
+                    (min.to_owned(), max.to_owned())
+                }
             };
             files.push(ActiveFile {
                 old: OldFile {
                     path: file.path().into_owned(),
                     size: file.size() as u64,
                 },
-                date: day,
-                sources: (min.to_owned(), max.to_owned()),
+                partition,
+                sources,
+                rows: stats["numRecords"].as_u64(),
                 remove: file.remove_action(true),
             });
         }
@@ -782,10 +965,9 @@ impl Table {
         let source = batch.source_id.as_str();
         let mut found = BatchFiles::default();
         for file in self.active_files(state, Some(batch.batch_date))? {
-            let (min, max) = (file.sources.0.as_str(), file.sources.1.as_str());
-            if min == source && max == source {
+            if file.only(source) {
                 found.own.push(file.remove);
-            } else if min <= source && source <= max {
+            } else if file.may_hold(source) {
                 found.shared.push(file);
             }
         }
@@ -815,7 +997,7 @@ impl Table {
                 self.file_store(),
                 &self.settings,
                 schema.clone(),
-                file.date,
+                &file.partition,
                 files,
                 keep,
             )
@@ -986,7 +1168,7 @@ impl Table {
             }
             let operation = DeltaOperation::Write {
                 mode: SaveMode::Append,
-                partition_by: Some(vec![PARTITION_COLUMN.to_owned()]),
+                partition_by: Some(vec![self.partition_column.to_owned()]),
                 predicate: None,
             };
             match self
@@ -1056,8 +1238,11 @@ impl Table {
         let below = below_bytes.min(max);
         let mut by_day: BTreeMap<NaiveDate, Vec<ActiveFile>> = BTreeMap::new();
         for file in self.active_files(state, None)? {
-            if file.old.size < below && days.is_none_or(|d| d.contains(&file.date)) {
-                by_day.entry(file.date).or_default().push(file);
+            let Some(date) = file.partition.day() else {
+                continue;
+            };
+            if file.old.size < below && days.is_none_or(|d| d.contains(&date)) {
+                by_day.entry(date).or_default().push(file);
             }
         }
         let mut info = serde_json::Map::new();
@@ -1074,7 +1259,7 @@ impl Table {
                 self.file_store(),
                 &self.settings,
                 schema,
-                date,
+                &Partition::Day(date),
                 &old,
                 Keep::All,
             )

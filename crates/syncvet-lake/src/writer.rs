@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use chrono::{NaiveDate, Utc};
-use delta_kernel::expressions::Scalar;
+use chrono::Utc;
 use delta_kernel::table_properties::DataSkippingNumIndexedCols;
 use deltalake::datafile::writer::{PartitionWriter, PartitionWriterConfig};
 use deltalake::kernel::Add;
@@ -20,7 +19,7 @@ use parquet::schema::types::ColumnPath;
 use syncvet_model::Entity;
 
 use crate::quarantine::rejects_batch;
-use crate::table::{BatchChange, BatchId, PARTITION_COLUMN, Table};
+use crate::table::{BatchChange, BatchId, PARTITION_COLUMN, Partition, Table};
 use crate::{Lake, LakeConfig, LakeError, PartitionKey, RejectedRecord};
 
 /// The lineage columns every row carries: the run that landed it, and when.
@@ -107,16 +106,15 @@ impl FileSettings {
         self.max_file_bytes
     }
 
-    /// A writer of new files of `schema` into the day's folder of the
-    /// table whose root `store` is.
+    /// A writer of new files of `schema` into the partition's folder of
+    /// the table whose root `store` is.
     pub(crate) fn partition_writer(
         &self,
         store: Arc<dyn ObjectStore>,
         schema: SchemaRef,
-        date: NaiveDate,
+        partition: &Partition,
     ) -> Result<PartitionWriter, deltalake::DeltaTableError> {
-        let days = (date - chrono::DateTime::UNIX_EPOCH.date_naive()).num_days();
-        let partition = IndexMap::from([(PARTITION_COLUMN.to_owned(), Scalar::Date(days as i32))]);
+        let partition = IndexMap::from([(partition.column().to_owned(), partition.scalar())]);
         let writer_config = PartitionWriterConfig::try_new(
             schema,
             partition,
@@ -147,7 +145,11 @@ impl Side {
         let table = &self.table;
         table
             .settings()
-            .partition_writer(table.file_store(), self.schema.clone(), batch.batch_date)
+            .partition_writer(
+                table.file_store(),
+                self.schema.clone(),
+                &Partition::Day(batch.batch_date),
+            )
             .map_err(|e| self.table_error(e))
     }
 
