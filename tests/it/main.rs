@@ -8,9 +8,11 @@
 //! - `stores`: issue 6, one behaviour suite run against each store, S3 restart, racing commits.
 //! - `crash`, `soak`, `hostile`, `secrets`: issue 7.
 //! - `readers`: issue 10, a reader during forced re-runs and maintenance.
+//! - `current`: issue 11, the current tables against the emulator's pages.
 
 mod cli;
 mod crash;
+mod current;
 mod gate;
 mod hostile;
 mod readers;

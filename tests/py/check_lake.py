@@ -28,7 +28,9 @@ partitioned by batch_date, with the source key first (practice_id or
 supplier_id) and the lineage columns _run_id and _loaded_at last; one
 quarantine table per entity at _quarantine/ENTITY (source_type, source_id,
 entity, batch_date, raw, field, reason, lineage); run reports _runs/*.json.
-A table is any folder holding a `_delta_log/`. A batch is (source id,
+A table is any folder holding a `_delta_log/`; the current tables
+(current/pims/ENTITY …, derived from the history) are read only when --under
+names them, and checked against the emulator by check_current.py. A batch is (source id,
 batch_date) inside a table; a committed batch has the Delta application
 transaction `syncvet:SOURCE_ID:YYYY-MM-DD`, also when it has no rows.
 
@@ -96,6 +98,7 @@ import pyarrow.parquet as pq
 
 SAMPLE_ROWS = 3
 DELTA_LOG = "_delta_log"
+CURRENT = "current"
 LINEAGE = ("_run_id", "_loaded_at")
 QUARANTINE_HASHED = ("raw", "field", "reason")
 QUARANTINE_KEYS = ("source_type", "source_id", "batch_date")
@@ -714,6 +717,9 @@ def find_tables(lake: Lake, under: str) -> tuple[list[str], list[str]]:
         parts = rel.split("/")
         if DELTA_LOG in parts[:-1]:
             tables.add(posixpath.join(under, *parts[: parts.index(DELTA_LOG)]).strip("/"))
+    if not under.startswith(CURRENT + "/"):
+        # Current tables are derived from the history: check_current.py checks them.
+        tables = {t for t in tables if not (t == CURRENT or t.startswith(CURRENT + "/"))}
     if not tables and under:
         # `under` may point inside a table, e.g. at pims/patients/practice_id=p1.
         parts = under.split("/")
@@ -726,6 +732,7 @@ def find_tables(lake: Lake, under: str) -> tuple[list[str], list[str]]:
         if rel.endswith(".parquet")
         and not (full := posixpath.join(under, rel)).startswith("_runs/")
         and not any(full == t or full.startswith(t + "/") for t in tables)
+        and not full.startswith(CURRENT + "/")
     )
     return sorted(tables), stray
 

@@ -232,7 +232,17 @@ impl Listing {
                     Some(_) => {}
                 }
             }
-            if !name.starts_with("_quarantine/") {
+            if let Some(history) = name.strip_prefix("current/") {
+                // A current table absorbs only batches its history holds.
+                let held = self.tables.get(history).map(|h| &h.txns);
+                for app_id in log.txns.keys().filter(|a| a.starts_with("syncvet:")) {
+                    if !held.is_some_and(|h| h.contains_key(app_id)) {
+                        problems.push(format!(
+                            "{name}: absorbed {app_id}, which {history} does not hold"
+                        ));
+                    }
+                }
+            } else if !name.starts_with("_quarantine/") {
                 for app_id in log.txns.keys() {
                     let batch = app_id
                         .strip_prefix("syncvet:")
@@ -274,6 +284,24 @@ impl Listing {
             }
         }
         problems
+    }
+
+    /// The batches of a history table its current table has not absorbed
+    /// with the version the history holds (`table: app id`).
+    pub fn current_lag(&self) -> Vec<String> {
+        let mut lag = Vec::new();
+        for (name, log) in &self.tables {
+            if name.starts_with("current/") || name.starts_with("_quarantine/") {
+                continue;
+            }
+            let current = self.tables.get(&format!("current/{name}"));
+            for (app_id, version) in &log.txns {
+                if current.and_then(|c| c.txns.get(app_id)) != Some(version) {
+                    lag.push(format!("{name}: {app_id}"));
+                }
+            }
+        }
+        lag
     }
 
     /// Panics with every commit-rule violation.

@@ -94,6 +94,15 @@ enum Command {
         #[arg(long = "entity")]
         entities: Vec<String>,
     },
+    /// Rebuild the current tables (`current/…`) from the history tables
+    /// alone: each source's state computed again from all its batches, in
+    /// one commit per entity. Runs keep them up to date; this is for after
+    /// a manual change to the history, or to check them.
+    RebuildCurrent {
+        /// Only this entity; repeatable.
+        #[arg(long = "entity")]
+        entities: Vec<String>,
+    },
     /// Show a run report from the lake (default: the latest run).
     Report {
         /// The run id (as printed by `run`).
@@ -186,6 +195,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Validate { practice } => return validate(&runner, practice.as_deref()).await,
         Command::Report { run_id, json } => return report(&runner, run_id, json).await,
         Command::Maintain { entities } => return maintain(&runner, &entities).await,
+        Command::RebuildCurrent { entities } => return rebuild_current(&runner, &entities).await,
         Command::Emulator(_) => unreachable!("served above"),
     };
     if let Err(e) = runner.check_auth().await {
@@ -266,6 +276,35 @@ async fn maintain(runner: &Runner, entities: &[String]) -> ExitCode {
         if let Some(e) = &t.error {
             failed = true;
             println!("FAILED {}: {e}", t.table);
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILED_PARTITIONS)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn rebuild_current(runner: &Runner, entities: &[String]) -> ExitCode {
+    let rebuilt = match runner.rebuild_current(entities).await {
+        Ok(rebuilt) => rebuilt,
+        Err(e) => return fail(&e),
+    };
+    println!(
+        "{:<28} {:>8} {:>8} {:>12} {:>8}",
+        "entity", "sources", "batches", "rows", "version"
+    );
+    let mut failed = false;
+    for r in &rebuilt {
+        let d = &r.done;
+        let version = d.version.map_or("-".to_owned(), |v| v.to_string());
+        println!(
+            "{:<28} {:>8} {:>8} {:>12} {:>8}",
+            r.entity, d.sources, d.batches, d.rows_written, version
+        );
+        for e in &d.errors {
+            failed = true;
+            println!("FAILED {e}");
         }
     }
     if failed {

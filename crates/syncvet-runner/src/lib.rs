@@ -38,4 +38,4 @@ pub use error::RunnerError;
 pub use metrics::Metrics;
 pub use plan::{Dates, Shard};
 pub use report::{PartitionReport, PartitionStatus, RunMaintenance, RunReport, SourceFailure};
-pub use run::{Runner, SyncRequest, TableMaintained};
+pub use run::{CurrentRebuilt, Runner, SyncRequest, TableMaintained};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use syncvet_client::{ClientError, StreamStats};
-use syncvet_lake::{Compacted, PartitionKey};
+use syncvet_lake::{Compacted, CurrentUpdate, PartitionKey};
 
 /// How one partition ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +206,9 @@ pub struct RunReport {
     pub source_failures: Vec<SourceFailure>,
     /// Every partition that was attempted.
     pub partitions: Vec<PartitionReport>,
+    /// The current tables brought up to the history (`current/…`).
+    #[serde(default)]
+    pub current: CurrentUpdate,
     /// The run's maintenance of the tables it wrote (`lake.maintain_after_run`).
     #[serde(default)]
     pub maintenance: RunMaintenance,
@@ -219,7 +222,10 @@ impl RunReport {
 
     /// Whether everything planned is now in the lake.
     pub fn all_done(&self) -> bool {
-        !self.interrupted && self.source_failures.is_empty() && self.failed().next().is_none()
+        !self.interrupted
+            && self.source_failures.is_empty()
+            && self.failed().next().is_none()
+            && self.current.errors.is_empty()
     }
 
     /// The human summary: one line per entity, then every failure.
@@ -282,6 +288,20 @@ impl RunReport {
             total.drift,
             total.bytes
         );
+        let c = &self.current;
+        if c.sources > 0 {
+            let _ = writeln!(
+                out,
+                "current tables: {} sources merged ({} rebuilt from their history), {} batches absorbed, {} rows written",
+                c.sources, c.rebuilt, c.batches, c.rows_written
+            );
+        }
+        for e in &c.errors {
+            let _ = writeln!(
+                out,
+                "CURRENT TABLE FAILED (the history is committed; the next run merges it) {e}"
+            );
+        }
         let m = &self.maintenance;
         if m.compacted.days > 0 || m.files_vacuumed > 0 {
             let _ = writeln!(

@@ -11,8 +11,8 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use syncvet_client::{ApiClient, Secret};
 use syncvet_emulator::RunningEmulator;
-use syncvet_lake::{GroupCommitter, Lake, PartitionKey, TableMaintenance};
-use syncvet_model::{Catalog, PageDecoder, SourceType};
+use syncvet_lake::{CurrentUpdate, GroupCommitter, Lake, PartitionKey, TableMaintenance};
+use syncvet_model::{Catalog, Entity, PageDecoder, SourceType};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -24,6 +24,18 @@ use crate::plan::{Dates, PartitionJob, Shard, Source, SourcePlan, plan, select_e
 use crate::report::{
     PartitionReport, PartitionStatus, RunMaintenance, RunReport, SourceFailure, new_run_id,
 };
+
+/// Current tables merged at once: each merge is one core's work.
+const CURRENT_MERGES: usize = 2;
+
+/// One entity's current table after `rebuild-current`, or why it failed.
+#[derive(Debug, Clone)]
+pub struct CurrentRebuilt {
+    /// The entity (`patients`).
+    pub entity: String,
+    /// What was done.
+    pub done: CurrentUpdate,
+}
 
 /// One table's maintenance, or why it failed.
 #[derive(Debug, Clone)]
@@ -291,6 +303,12 @@ impl Runner {
         }
         escalate.abort();
         progress.finish_and_clear();
+        // Every entity of the run, landed now or not: batches a crashed
+        // run committed but never merged are absorbed here.
+        let current = match shutdown.is_cancelled() {
+            false => self.update_current(&entities, false).await,
+            true => CurrentUpdate::default(),
+        };
         let mut maintenance = match self.config.lake.maintain_after_run {
             true if !shutdown.is_cancelled() => self.maintain_landed(&partitions).await,
             _ => RunMaintenance::default(),
@@ -311,6 +329,7 @@ impl Runner {
             skipped,
             source_failures,
             partitions,
+            current,
             maintenance,
         };
         let json = serde_json::to_vec_pretty(&report).expect("a run report serializes");
@@ -354,6 +373,59 @@ impl Runner {
             }
         }
         total
+    }
+
+    /// Brings the current tables of `entities` up to their history tables
+    /// (rebuilds them from it when `rebuild`); a failure leaves the
+    /// history as committed and the batches pending, and is reported.
+    async fn update_current(&self, entities: &[Arc<Entity>], rebuild: bool) -> CurrentUpdate {
+        let updates: Vec<CurrentUpdate> = futures::stream::iter(entities.to_vec())
+            .map(|entity| async move {
+                let done = match rebuild {
+                    false => self.lake.update_current(entity.source, &entity.name).await,
+                    true => self.lake.rebuild_current(entity.source, &entity.name).await,
+                };
+                done.unwrap_or_else(|e| {
+                    warn!(entity = %entity.name, error = %e, "the current table could not be updated; the history is committed");
+                    CurrentUpdate {
+                        errors: vec![format!("current/{}/{}: {e}", entity.source.as_str(), entity.name)],
+                        ..CurrentUpdate::default()
+                    }
+                })
+            })
+            .buffered(CURRENT_MERGES)
+            .collect()
+            .await;
+        let mut total = CurrentUpdate::default();
+        for update in updates {
+            total.absorb(update);
+        }
+        total
+    }
+
+    /// `syncvet-etl rebuild-current`: the current tables of `entities`
+    /// (empty: those of `sync.entities`, or all) rebuilt from the history
+    /// tables alone.
+    pub async fn rebuild_current(
+        &self,
+        entities: &[String],
+    ) -> Result<Vec<CurrentRebuilt>, RunnerError> {
+        let names = if entities.is_empty() {
+            &self.config.sync.entities
+        } else {
+            entities
+        };
+        let mut rows = Vec::new();
+        for entity in select_entities(&self.catalog, names)? {
+            let done = self
+                .update_current(std::slice::from_ref(&entity), true)
+                .await;
+            rows.push(CurrentRebuilt {
+                entity: entity.name.clone(),
+                done,
+            });
+        }
+        Ok(rows)
     }
 
     /// `syncvet-etl maintain`: compaction, checkpoints and vacuum of every
