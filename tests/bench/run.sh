@@ -9,6 +9,8 @@
 #   tests/bench/run.sh fleet      500 sources x all entities under a hidden 50 req/s limit
 #   tests/bench/run.sh limits     every gateway limit kind, the client told 5x and told nothing
 #   tests/bench/run.sh pagesize   a night under a request-rate limit, pages of 1000 vs 5000
+#   tests/bench/run.sh merge [N]  the current-table merge of one source holding N (1M)
+#                                 records with a day of N/50 changes: time, peak RSS
 #   tests/bench/run.sh year       a simulated year of 500 sources: files, commits, and
 #                                 the store requests of a no-op run on S3 (SeaweedFS)
 #
@@ -29,7 +31,7 @@ command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -
 # for the paced runs, which the limits pace, not the CPU) instead of a release build.
 BIN_DIR="${SYNCVET_BENCH_BIN_DIR:-$REPO/target/release}"
 [ -n "${SYNCVET_BENCH_BIN_DIR:-}" ] || cargo build --release --locked -q -p syncvet-etl -p syncvet-emulator --bins \
-    -p syncvet-lake --example year
+    -p syncvet-lake --example year --example merge
 ETL="$BIN_DIR/syncvet-etl"
 EMU="$BIN_DIR/syncvet-emulator"
 
@@ -305,6 +307,18 @@ print(f"no-op run store requests: {total} in all; " + ", ".join(f"{m} {w}: {n}" 
 PY
 }
 
+# merge N: one source's N records landed and merged (day 1), then a day of
+# N/50 changes, N/500 new records and N/5000 deletions, merged alone, in its
+# own process, so its peak RSS is the merge's.
+merge() {
+    local n="$1" lake="$WORK/lake-merge"
+    /usr/bin/time -f "%e %M" -o "$WORK/time.txt" "$BIN_DIR/examples/merge" land "$lake" "$n" >/dev/null
+    echo "merge: first merge of $n records (with their landing): $(awk '{print $1 " s, " int($2/1024) " MB"}' "$WORK/time.txt")"
+    "$BIN_DIR/examples/merge" change "$lake" $((n / 50)) "$n"
+    /usr/bin/time -f "%e %M" -o "$WORK/time.txt" "$BIN_DIR/examples/merge" absorb "$lake"
+    echo "merge: a day of $((n / 50)) changes into $n current records: $(awk '{print $1 " s, peak RSS " int($2/1024) " MB"}' "$WORK/time.txt")"
+}
+
 # versus_duckdb [RUNS]: issue 14's side by side on the very same pages. The
 # emulator's 1M-record `patients` batch is dumped to page files once
 # (untimed); then, alternating, RUNS timed `syncvet-etl run`s against the
@@ -391,6 +405,7 @@ case "$WHAT" in
     limits) limits ;;
     pagesize) pagesize ;;
     year) year ;;
+    merge) merge "${2:-1000000}" ;;
     all) e2e 100000; e2e 1000000; fleet; pagesize; limits ;;
-    *) echo "usage: $0 [e2e|sources|duckdb [RUNS]|fleet|limits|pagesize|year]" >&2; exit 2 ;;
+    *) echo "usage: $0 [e2e|sources|duckdb [RUNS]|fleet|limits|pagesize|merge [N]|year]" >&2; exit 2 ;;
 esac

@@ -399,6 +399,12 @@ async fn batch(
         .drift_records_served
         .fetch_add(page.tally.drift, Relaxed);
     counters
+        .changed_records_served
+        .fetch_add(page.tally.changed, Relaxed);
+    counters
+        .deleted_records_served
+        .fetch_add(page.tally.deleted, Relaxed);
+    counters
         .bytes_served
         .fetch_add(page.body.len() as u64, Relaxed);
     let mut response = json_bytes(StatusCode::OK, page.body);

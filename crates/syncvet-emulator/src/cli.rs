@@ -118,6 +118,15 @@ pub struct Switches {
     /// Fraction of records with unknown extra keys.
     #[arg(long)]
     pub drift_rate: Option<f64>,
+    /// Fraction of a batch's records that are changed versions of earlier records.
+    #[arg(long)]
+    pub change_rate: Option<f64>,
+    /// Fraction of a batch's records that are deletions of earlier records.
+    #[arg(long)]
+    pub delete_rate: Option<f64>,
+    /// How many days back changed and deleted records were created.
+    #[arg(long)]
+    pub change_lookback_days: Option<u32>,
     /// Age in seconds after which a continuation token expires (0 = never).
     #[arg(long)]
     pub continuation_ttl_secs: Option<u64>,
@@ -170,6 +179,9 @@ impl Switches {
             forbidden_sources,
             dirty_rate,
             drift_rate,
+            change_rate,
+            delete_rate,
+            change_lookback_days,
             continuation_ttl_secs,
             client_id,
             scope,
@@ -321,6 +333,45 @@ mod tests {
                 .to_string()
                 .contains("window_secs")
         );
+    }
+
+    #[test]
+    fn evolution_flags_set_their_switches_and_are_validated() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--change-rate",
+            "0.25",
+            "--delete-rate",
+            "0.05",
+            "--change-lookback-days",
+            "30",
+        ])
+        .unwrap();
+        let config = cli.args.load().unwrap();
+        assert_eq!(
+            (
+                config.change_rate,
+                config.delete_rate,
+                config.change_lookback_days
+            ),
+            (0.25, 0.05, 30)
+        );
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        let config = cli.args.load().unwrap();
+        assert_eq!(
+            (
+                config.change_rate,
+                config.delete_rate,
+                config.change_lookback_days
+            ),
+            (0.10, 0.01, 90)
+        );
+        let cli = Cli::try_parse_from(["x", "--change-lookback-days", "0"]).unwrap();
+        let err = cli.args.load().unwrap_err().to_string();
+        assert!(err.contains("change_lookback_days"), "{err}");
+        let cli = Cli::try_parse_from(["x", "--delete-rate", "1.2"]).unwrap();
+        let err = cli.args.load().unwrap_err().to_string();
+        assert!(err.contains("delete_rate"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::EmulatorError;
 
+/// The longest `change_lookback_days`: a century keeps every origin date a
+/// date the ids can spell.
+const MAX_CHANGE_LOOKBACK_DAYS: u32 = 36_525;
+
 /// Every switch of the emulator (the contract's table, plus credentials and
 /// data shape). Field names are the keys of the TOML file and of the admin
 /// patch; the CLI flag of each is its kebab-case form (`--rate-limit-rps`).
@@ -101,6 +105,20 @@ pub struct EmulatorConfig {
     /// Fraction (0..=1) of records with unknown extra keys (schema drift).
     #[serde(default)]
     pub drift_rate: f64,
+    /// Fraction (0..=1) of a batch's records that are changed versions of
+    /// records created on an earlier day: the same `id`, a `lastModified`
+    /// within the batch date, other values drawn afresh.
+    #[serde(default = "default_change_rate")]
+    pub change_rate: f64,
+    /// Fraction (0..=1) of a batch's records that are deletions of records
+    /// created on an earlier day: that record's `id`, `"deleted": true`,
+    /// the other fields present as in any record.
+    #[serde(default = "default_delete_rate")]
+    pub delete_rate: f64,
+    /// How many days back (1..=36525) the records changed or deleted in a
+    /// batch were created: the day before the batch date at the latest.
+    #[serde(default = "default_change_lookback_days")]
+    pub change_lookback_days: u32,
     /// Age in seconds after which a continuation token is expired (400
     /// `ContinuationTokenExpired`); 0 = tokens never expire and are a pure
     /// function of the position.
@@ -134,6 +152,15 @@ fn default_rows_per_day() -> u64 {
 }
 fn default_spread() -> f64 {
     100.0
+}
+fn default_change_rate() -> f64 {
+    0.10
+}
+fn default_delete_rate() -> f64 {
+    0.01
+}
+fn default_change_lookback_days() -> u32 {
+    90
 }
 fn default_retry_after_secs() -> u64 {
     1
@@ -187,6 +214,9 @@ impl Default for EmulatorConfig {
             forbidden_sources: Vec::new(),
             dirty_rate: 0.0,
             drift_rate: 0.0,
+            change_rate: default_change_rate(),
+            delete_rate: default_delete_rate(),
+            change_lookback_days: default_change_lookback_days(),
             continuation_ttl_secs: 0,
             client_id: default_client_id(),
             client_secret: default_client_secret(),
@@ -224,6 +254,9 @@ impl fmt::Debug for EmulatorConfig {
             .field("forbidden_sources", &self.forbidden_sources)
             .field("dirty_rate", &self.dirty_rate)
             .field("drift_rate", &self.drift_rate)
+            .field("change_rate", &self.change_rate)
+            .field("delete_rate", &self.delete_rate)
+            .field("change_lookback_days", &self.change_lookback_days)
             .field("continuation_ttl_secs", &self.continuation_ttl_secs)
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
@@ -246,7 +279,8 @@ impl EmulatorConfig {
     }
 
     /// Checks the values a user can get wrong (rates outside 0..=1, a fault
-    /// mix above 1, a zero page size, a spread below 1, a window of 0 s).
+    /// mix or a change mix above 1, a zero page size, a spread below 1, a
+    /// window of 0 s, a lookback of 0 days).
     pub fn validate(&self) -> Result<(), EmulatorError> {
         let invalid = |key: &str, problem: &str| {
             Err(EmulatorError::InvalidSetting {
@@ -262,6 +296,8 @@ impl EmulatorConfig {
             ("truncate_rate", self.truncate_rate),
             ("dirty_rate", self.dirty_rate),
             ("drift_rate", self.drift_rate),
+            ("change_rate", self.change_rate),
+            ("delete_rate", self.delete_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 return invalid(key, "must be a fraction between 0 and 1");
@@ -271,6 +307,15 @@ impl EmulatorConfig {
             return invalid(
                 "error_rate_500",
                 "error_rate_500 + error_rate_503 + error_rate_408 + drop_rate must be at most 1",
+            );
+        }
+        if self.change_rate + self.delete_rate > 1.0 {
+            return invalid("change_rate", "change_rate + delete_rate must be at most 1");
+        }
+        if !(1..=MAX_CHANGE_LOOKBACK_DAYS).contains(&self.change_lookback_days) {
+            return invalid(
+                "change_lookback_days",
+                "must be between 1 and 36525 days (100 years)",
             );
         }
         if !(self.spread >= 1.0 && self.spread.is_finite()) {
@@ -419,6 +464,76 @@ mod tests {
     }
 
     #[test]
+    fn evolution_switches_default_patch_and_validate_naming_the_key() {
+        let base = EmulatorConfig::default();
+        assert_eq!(
+            (
+                base.change_rate,
+                base.delete_rate,
+                base.change_lookback_days
+            ),
+            (0.10, 0.01, 90)
+        );
+        let next = base
+            .patched(&serde_json::json!({
+                "change_rate": 0.3, "delete_rate": 0.05, "change_lookback_days": 7
+            }))
+            .unwrap();
+        assert_eq!(
+            (
+                next.change_rate,
+                next.delete_rate,
+                next.change_lookback_days
+            ),
+            (0.3, 0.05, 7)
+        );
+        let shown = format!("{next:?}");
+        assert!(
+            shown.contains("change_rate: 0.3")
+                && shown.contains("delete_rate: 0.05")
+                && shown.contains("change_lookback_days: 7"),
+            "{shown}"
+        );
+        for (patch, key) in [
+            (serde_json::json!({"change_rate": 1.5}), "change_rate"),
+            (serde_json::json!({"change_rate": -0.1}), "change_rate"),
+            (serde_json::json!({"delete_rate": 2.0}), "delete_rate"),
+            (
+                serde_json::json!({"change_rate": 0.7, "delete_rate": 0.4}),
+                "change_rate",
+            ),
+            (
+                serde_json::json!({"change_lookback_days": 0}),
+                "change_lookback_days",
+            ),
+            (
+                serde_json::json!({"change_lookback_days": 40_000}),
+                "change_lookback_days",
+            ),
+        ] {
+            let err = base.patched(&patch).unwrap_err().to_string();
+            assert!(err.contains(key), "{patch}: {err}");
+        }
+        assert!(
+            base.patched(&serde_json::json!({"change_rate": 0.99, "delete_rate": 0.01}))
+                .is_ok()
+        );
+        let toml = EmulatorConfig::from_toml("change_rate = 0.0\ndelete_rate = 0.0\n").unwrap();
+        assert_eq!(
+            (
+                toml.change_rate,
+                toml.delete_rate,
+                toml.change_lookback_days
+            ),
+            (0.0, 0.0, 90)
+        );
+        let err = EmulatorConfig::from_toml("change_lookback_days = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("change_lookback_days"), "{err}");
+    }
+
+    #[test]
     fn every_contract_switch_is_a_key() {
         let keys = EmulatorConfig::keys();
         for key in [
@@ -445,6 +560,9 @@ mod tests {
             "forbidden_sources",
             "dirty_rate",
             "drift_rate",
+            "change_rate",
+            "delete_rate",
+            "change_lookback_days",
             "continuation_ttl_secs",
         ] {
             assert!(keys.iter().any(|k| k == key), "{key} missing");

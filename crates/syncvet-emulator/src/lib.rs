@@ -24,6 +24,13 @@
 //!   memory, and the same request gives the same bytes whatever the order or
 //!   concurrency of requests. Batch sizes ([`record_count`]) spread sources
 //!   log-uniformly `spread` apart around `rows_per_day`, weighted per entity.
+//! - **A batch is a day of history.** Each record is new, a changed version
+//!   or a deletion of a record created up to `change_lookback_days` before
+//!   (`change_rate`, `delete_rate`), drawn from its own hash; a change or
+//!   deletion carries the id of a new record of an earlier day, found by a
+//!   few hashes and a day size, never by reading that day
+//!   ([`record_identity`] gives any record's id, kind and origin, with the
+//!   draws the render uses).
 //! - **JSON is written by hand** into one buffer per page (itoa, ryu,
 //!   escaped strings): no `serde_json::Value` on the hot path, which is what
 //!   lets one core serve hundreds of MB/s.
@@ -66,6 +73,7 @@ mod error;
 mod hash;
 mod json;
 pub mod limits;
+mod lineage;
 mod page;
 mod plan;
 mod records;
@@ -77,6 +85,7 @@ mod stats;
 pub use config::EmulatorConfig;
 pub use error::EmulatorError;
 pub use limits::{Gateway, GatewayLimits, InFlight, LimitKind, Limited};
+pub use lineage::{RecordIdentity, RecordKind, record_identity};
 pub use page::continuation_token;
 pub use records::DRIFT_KEYS;
 pub use server::RunningEmulator;

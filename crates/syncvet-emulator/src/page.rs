@@ -11,11 +11,13 @@ use chrono::{Datelike, NaiveDate};
 use crate::EmulatorConfig;
 use crate::hash::{combine, hash_str};
 use crate::json::{push_date_raw, push_int, push_str};
+use crate::lineage::Lineage;
 use crate::plan::EntityPlan;
 use crate::records::{Batch, RecordTally, push_compact_date};
-use crate::sources::Practice;
+use crate::sources::{Practice, batch_prefix};
 
-const UNIX_EPOCH_DAYS_FROM_CE: i64 = 719_163;
+/// Days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
+pub(crate) const UNIX_EPOCH_DAYS_FROM_CE: i64 = 719_163;
 
 /// Days since 1970-01-01 of a date.
 pub(crate) fn days_since_epoch(date: NaiveDate) -> i64 {
@@ -30,7 +32,7 @@ pub(crate) fn batch_hash(
     date: NaiveDate,
 ) -> u64 {
     combine(
-        combine(combine(config.seed, hash_str(source_id)), hash_str(entity)),
+        batch_prefix(config, source_id, entity),
         days_since_epoch(date) as u64,
     )
 }
@@ -120,9 +122,11 @@ pub(crate) fn render_batch_page(
     id_head.push(b'-');
     let mut source_json = Vec::with_capacity(source_id.len() + 2);
     push_str(&mut source_json, source_id);
+    let lineage = Lineage::new(config, source_id, &plan.name);
     let batch = Batch {
         plan,
-        hash: batch_hash(config, source_id, &plan.name, date),
+        hash: lineage.batch_hash(date_days),
+        lineage,
         date_days,
         source_json,
         id_head,

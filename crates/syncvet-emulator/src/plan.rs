@@ -40,7 +40,7 @@ pub(crate) enum Gen {
     Text(Text),
     /// The source id (`practiceId`/`supplierId` of the record's source).
     SourceKey,
-    /// `deleted`: mostly false, sometimes absent, a few true.
+    /// `deleted`: true on a deletion, else false or sometimes absent.
     Deleted,
     /// `lastModified`: an instant within the batch date.
     LastModified,
@@ -250,7 +250,7 @@ const ALERTS: &[&str] = &[
 const SITE_NAMES: &[&str] = &["Main Street Clinic", "North Campus", "Downtown", "Westside"];
 
 /// The id prefix of an entity's records, or of a reference key's target.
-fn prefix_of(name: &str) -> &'static str {
+pub(crate) fn prefix_of(name: &str) -> &'static str {
     match name {
         "sites" | "site" => "sit",
         "clients" | "client" => "cli",

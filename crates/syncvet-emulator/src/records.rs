@@ -4,9 +4,11 @@
 //! The valid coercions the decoder must accept appear on purpose: decimals
 //! sometimes as strings (`"12.50"`), booleans sometimes as `"true"` or `0/1`,
 //! timestamps sometimes with an offset or milliseconds, optional fields
-//! sometimes `null` or absent. Whether a record is dirty or drifted is drawn
-//! from its own hash, apart from its values, so changing `dirty_rate` changes
-//! which records are broken but not what the clean ones contain.
+//! sometimes `null` or absent. Whether a record is dirty or drifted, and
+//! whether it is new, a change or a deletion ([`lineage`](crate::lineage)),
+//! is drawn from its own hash, apart from its values, so changing
+//! `dirty_rate` changes which records are broken but not what the clean ones
+//! contain.
 
 use syncvet_model::FieldType;
 
@@ -15,6 +17,7 @@ use crate::json::{
     civil_from_days, push_date_raw, push_decimal, push_float, push_int, push_padded, push_str,
     push_timestamp,
 };
+use crate::lineage::{Lineage, Origin, RecordKind};
 use crate::plan::{EntityPlan, FIRST_NAMES, Gen, LAST_NAMES, Member, Slot, Text};
 
 const DIRTY_SALT: u64 = 0xd1d7_0000_0000_0001;
@@ -33,8 +36,10 @@ pub(crate) struct Batch<'a> {
     pub date_days: i64,
     /// `"p-0001"` with its quotes.
     pub source_json: Vec<u8>,
-    /// `"pat-20261127-` : the record id up to its index.
+    /// `"pat-20261127-` : the id of a new record up to its index.
     pub id_head: Vec<u8>,
+    /// Which records are new, changed or deleted, and whose ids they carry.
+    pub lineage: Lineage,
     pub pims_sources: u32,
     /// How many ids a reference draws from per day.
     pub population: u64,
@@ -48,6 +53,17 @@ pub(crate) struct RecordTally {
     pub records: u64,
     pub dirty: u64,
     pub drift: u64,
+    /// Changed versions of earlier records.
+    pub changed: u64,
+    /// Deletions of earlier records.
+    pub deleted: u64,
+}
+
+/// What the fields of the record being rendered depend on besides the draws.
+#[derive(Clone, Copy)]
+struct Current {
+    origin: Origin,
+    dirt: Option<(Dirt, usize)>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -66,9 +82,13 @@ impl Batch<'_> {
             .then(|| self.pick_dirt(record_hash))
             .flatten();
         let drift = self.drift_rate > 0.0 && unit(mix(record_hash ^ DRIFT_SALT)) < self.drift_rate;
+        let origin = self.lineage.origin(self.date_days, record_hash, index);
         tally.records += 1;
         tally.dirty += u64::from(dirt.is_some());
         tally.drift += u64::from(drift);
+        tally.changed += u64::from(origin.kind == RecordKind::Change);
+        tally.deleted += u64::from(origin.kind == RecordKind::Delete);
+        let current = Current { origin, dirt };
 
         out.push(b'{');
         let mut first = true;
@@ -76,7 +96,7 @@ impl Batch<'_> {
         for member in &self.plan.members {
             match member {
                 Member::Field(slot) => {
-                    self.render_slot(out, &mut first, slot, slot_no, dirt, index, &mut d);
+                    self.render_slot(out, &mut first, slot, slot_no, current, &mut d);
                     slot_no += 1;
                 }
                 Member::Object(key, slots) => {
@@ -99,8 +119,7 @@ impl Batch<'_> {
                                 &mut inner_first,
                                 slot,
                                 slot_no + i,
-                                dirt,
-                                index,
+                                current,
                                 &mut d,
                             );
                         }
@@ -128,27 +147,31 @@ impl Batch<'_> {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn render_slot(
         &self,
         out: &mut Vec<u8>,
         first: &mut bool,
         slot: &Slot,
         slot_no: usize,
-        dirt: Option<(Dirt, usize)>,
-        index: u64,
+        current: Current,
         d: &mut Draws,
     ) {
-        let dirt_here = dirt.and_then(|(kind, n)| (n == slot_no).then_some(kind));
+        let dirt_here = current
+            .dirt
+            .and_then(|(kind, n)| (n == slot_no).then_some(kind));
         if dirt_here == Some(Dirt::Missing) {
             return;
         }
         // 5% of optional values are absent and 10% null; `deleted` is absent
-        // from 10% of records but never null; the source key is always there.
+        // from 10% of records but never null, and always there on a
+        // deletion; the source key is always there. The draw is made either
+        // way, so a record's other values do not depend on its kind.
         let presence = match slot.generator {
             _ if dirt_here.is_some() => 100,
             Gen::SourceKey => 100,
-            Gen::Deleted if d.below(10) == 0 => return,
+            Gen::Deleted if d.below(10) == 0 && current.origin.kind != RecordKind::Delete => {
+                return;
+            }
             Gen::Deleted => 100,
             _ if slot.required => 100,
             _ => d.below(100),
@@ -168,18 +191,24 @@ impl Batch<'_> {
                 _ => b"\"2026-02-30T10:00:00Z\"",
             }),
             _ if presence < 15 => out.extend_from_slice(b"null"),
-            _ => self.render_value(out, &slot.generator, index, d),
+            _ => self.render_value(out, &slot.generator, current.origin, d),
         }
     }
 
-    fn render_value(&self, out: &mut Vec<u8>, generator: &Gen, index: u64, d: &mut Draws) {
+    fn render_value(&self, out: &mut Vec<u8>, generator: &Gen, origin: Origin, d: &mut Draws) {
         match generator {
-            Gen::Text(text) => self.render_text(out, text, index, d),
+            Gen::Text(text) => self.render_text(out, text, origin, d),
             Gen::SourceKey => out.extend_from_slice(&self.source_json),
-            Gen::Deleted => match d.below(100) {
-                0..2 => out.extend_from_slice(b"true"),
-                _ => out.extend_from_slice(b"false"),
-            },
+            Gen::Deleted => {
+                // One draw all the same, so the values after it do not
+                // depend on how the flag is decided.
+                d.next();
+                out.extend_from_slice(if origin.kind == RecordKind::Delete {
+                    b"true"
+                } else {
+                    b"false"
+                });
+            }
             Gen::LastModified => {
                 let secs = self.date_days * 86_400 + d.below(86_400) as i64;
                 render_instant(out, secs, d);
@@ -232,11 +261,16 @@ impl Batch<'_> {
         }
     }
 
-    fn render_text(&self, out: &mut Vec<u8>, text: &Text, index: u64, d: &mut Draws) {
+    fn render_text(&self, out: &mut Vec<u8>, text: &Text, origin: Origin, d: &mut Draws) {
         match text {
-            Text::RecordId => {
+            Text::RecordId if origin.days == self.date_days => {
                 out.extend_from_slice(&self.id_head);
-                push_index(out, index);
+                push_index(out, origin.index);
+                out.push(b'"');
+            }
+            Text::RecordId => {
+                out.push(b'"');
+                push_record_id(out, self.plan.id_prefix, origin.days, origin.index);
                 out.push(b'"');
             }
             Text::Reference(prefix) => {
@@ -365,6 +399,15 @@ fn render_instant(out: &mut Vec<u8>, unix_secs: i64, d: &mut Draws) {
     };
     let millis = style.is_multiple_of(3).then(|| d.below(1000) as u32);
     push_timestamp(out, unix_secs, millis, offset);
+}
+
+/// `pat-20261127-000042`: the id of new record `index` of the day `days`.
+pub(crate) fn push_record_id(out: &mut Vec<u8>, prefix: &str, days: i64, index: u64) {
+    out.extend_from_slice(prefix.as_bytes());
+    out.push(b'-');
+    push_compact_date(out, days);
+    out.push(b'-');
+    push_index(out, index);
 }
 
 /// A record index, zero-padded to six digits.

@@ -7,11 +7,12 @@
 //! biggest is not always the first, and normalised so the mean over sources
 //! is `rows_per_day` times the entity's weight.
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use syncvet_model::SourceType;
 
 use crate::EmulatorConfig;
 use crate::hash::{combine, hash_str, mix, unit};
+use crate::page::{UNIX_EPOCH_DAYS_FROM_CE, days_since_epoch};
 
 /// One data source as `GET /api/practices` lists it.
 #[derive(Debug, Clone, PartialEq)]
@@ -211,25 +212,62 @@ pub fn record_count(
     entity: &str,
     date: NaiveDate,
 ) -> u64 {
-    let Some((source_type, index)) = parse_source_id(config, source_id) else {
-        return 0;
-    };
-    let (weight, entity_type) = entity_weight(entity);
-    if entity_type.is_some_and(|t| t != source_type) {
-        return 0;
+    BatchSizer::new(config, source_id, entity)
+        .map_or(0, |sizer| sizer.count(days_since_epoch(date)))
+}
+
+/// The sizes of every batch of one (source, entity), with the per-source
+/// work (parsing, the size factor's powers) done once: the lineage of
+/// changed records asks for the size of an earlier day per record, so a
+/// day's size must cost a hash and a multiply.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchSizer {
+    /// Hash of (seed, source, entity); the day is combined into it.
+    prefix: u64,
+    /// `rows_per_day` × source factor × entity weight.
+    base: f64,
+    /// The source type of a catalog entity; `None` for an entity the
+    /// weights do not know (sized with weight 1).
+    pub entity_type: Option<SourceType>,
+}
+
+impl BatchSizer {
+    /// `None` for an unknown source or an entity of the other source type.
+    pub(crate) fn new(
+        config: &EmulatorConfig,
+        source_id: &str,
+        entity: &str,
+    ) -> Option<BatchSizer> {
+        let (source_type, index) = parse_source_id(config, source_id)?;
+        let (weight, entity_type) = entity_weight(entity);
+        if entity_type.is_some_and(|t| t != source_type) {
+            return None;
+        }
+        let count = match source_type {
+            SourceType::Pims => config.pims_sources,
+            SourceType::Supplier => config.supplier_sources,
+        };
+        let factor = size_factor(config, source_type, index, count);
+        Some(BatchSizer {
+            prefix: batch_prefix(config, source_id, entity),
+            base: config.rows_per_day as f64 * factor * weight,
+            entity_type,
+        })
     }
-    let count = match source_type {
-        SourceType::Pims => config.pims_sources,
-        SourceType::Supplier => config.supplier_sources,
-    };
-    let factor = size_factor(config, source_type, index, count);
-    let day = combine(
-        combine(combine(config.seed, hash_str(source_id)), hash_str(entity)),
-        date.num_days_from_ce() as u64,
-    );
-    // ±30% from night to night, so consecutive batches differ.
-    let jitter = 0.7 + 0.6 * unit(day);
-    (config.rows_per_day as f64 * factor * weight * jitter).round() as u64
+
+    /// The record count of the batch of the day `days` (since 1970-01-01).
+    #[inline]
+    pub(crate) fn count(&self, days: i64) -> u64 {
+        let day = combine(self.prefix, (days + UNIX_EPOCH_DAYS_FROM_CE) as u64);
+        // ±30% from night to night, so consecutive batches differ.
+        let jitter = 0.7 + 0.6 * unit(day);
+        (self.base * jitter).round() as u64
+    }
+}
+
+/// Hash of (seed, source, entity): batch hashes and day sizes derive from it.
+pub(crate) fn batch_prefix(config: &EmulatorConfig, source_id: &str, entity: &str) -> u64 {
+    combine(combine(config.seed, hash_str(source_id)), hash_str(entity))
 }
 
 #[cfg(test)]

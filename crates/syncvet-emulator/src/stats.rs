@@ -50,6 +50,13 @@ pub struct Stats {
     pub dirty_records_served: u64,
     /// Of those, records with unknown extra keys.
     pub drift_records_served: u64,
+    /// Of those, changed versions of records created on an earlier day.
+    #[serde(default)]
+    pub changed_records_served: u64,
+    /// Of those, deletions (`"deleted": true`) of records created on an
+    /// earlier day.
+    #[serde(default)]
+    pub deleted_records_served: u64,
     /// Bytes of 200 batch page bodies sent (whole bodies, before truncation).
     pub bytes_served: u64,
 }
@@ -81,6 +88,8 @@ pub(crate) struct Counters {
     pub records_served: AtomicU64,
     pub dirty_records_served: AtomicU64,
     pub drift_records_served: AtomicU64,
+    pub changed_records_served: AtomicU64,
+    pub deleted_records_served: AtomicU64,
     pub bytes_served: AtomicU64,
 }
 
@@ -97,6 +106,8 @@ impl Default for Counters {
             records_served: AtomicU64::new(0),
             dirty_records_served: AtomicU64::new(0),
             drift_records_served: AtomicU64::new(0),
+            changed_records_served: AtomicU64::new(0),
+            deleted_records_served: AtomicU64::new(0),
             bytes_served: AtomicU64::new(0),
         }
     }
@@ -147,6 +158,8 @@ impl Counters {
             records_served: self.records_served.load(Relaxed),
             dirty_records_served: self.dirty_records_served.load(Relaxed),
             drift_records_served: self.drift_records_served.load(Relaxed),
+            changed_records_served: self.changed_records_served.load(Relaxed),
+            deleted_records_served: self.deleted_records_served.load(Relaxed),
             bytes_served: self.bytes_served.load(Relaxed),
         }
     }

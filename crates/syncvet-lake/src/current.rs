@@ -266,7 +266,9 @@ pub(crate) async fn update(
                 }
                 Err(e) => {
                     tracing::warn!(table = %current.name, source, error = %e, "could not merge a source into the current table; its batches stay pending");
-                    update.errors.push(format!("{}: {source}: {e}", current.name));
+                    update
+                        .errors
+                        .push(format!("{}: {source}: {e}", current.name));
                 }
             }
         }
@@ -413,7 +415,11 @@ impl Merge<'_> {
                     }),
             );
         }
-        let dates = if incremental { &work.pending } else { &work.all };
+        let dates = if incremental {
+            &work.pending
+        } else {
+            &work.all
+        };
         for file in &self.hist.files {
             let Some(date) = file.partition.day() else {
                 continue;
@@ -454,7 +460,8 @@ impl Merge<'_> {
                 .position(|c| c.path().string() == self.column);
             let groups: Vec<usize> = (0..builder.metadata().num_row_groups())
                 .filter(|&g| {
-                    let stats = leaf.and_then(|l| builder.metadata().row_group(g).column(l).statistics());
+                    let stats =
+                        leaf.and_then(|l| builder.metadata().row_group(g).column(l).statistics());
                     match stats {
                         Some(Statistics::ByteArray(s)) => match (s.min_opt(), s.max_opt()) {
                             (Some(min), Some(max)) => {
@@ -523,7 +530,10 @@ impl Merge<'_> {
                 let bad = |what: &str| {
                     self.corrupt(
                         table,
-                        format!("file {}: column {what} has an unexpected type", input.file.old.path),
+                        format!(
+                            "file {}: column {what} has an unexpected type",
+                            input.file.old.path
+                        ),
                     )
                 };
                 let ids = batch
@@ -586,9 +596,16 @@ impl Merge<'_> {
         versions.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
 
         // The winners: the last version of each id; live ones are kept.
-        let mut keep: Vec<Vec<u64>> = counts.iter().map(|&n| vec![0u64; n.div_ceil(64) as usize]).collect();
+        let mut keep: Vec<Vec<u64>> = counts
+            .iter()
+            .map(|&n| vec![0u64; n.div_ceil(64) as usize])
+            .collect();
         let mut kept = vec![0u32; inputs.len()];
-        let mut deleted_before = if incremental { work.deleted_before } else { None };
+        let mut deleted_before = if incremental {
+            work.deleted_before
+        } else {
+            None
+        };
         let mut start = 0;
         while start < versions.len() {
             let mut end = start + 1;
@@ -598,9 +615,18 @@ impl Merge<'_> {
             let group = &versions[start..end];
             let winner = group[end - start - 1];
             if incremental && !winner.deleted {
-                let was_current = group.iter().any(|v| inputs[v.input as usize].origin == Origin::Current);
-                if !was_current && work.deleted_before.is_some_and(|t| winner.last_modified < t) {
-                    tracing::info!(source = self.source, "a record came back older than a deletion absorbed before; rebuilding the source from its history");
+                let was_current = group
+                    .iter()
+                    .any(|v| inputs[v.input as usize].origin == Origin::Current);
+                if !was_current
+                    && work
+                        .deleted_before
+                        .is_some_and(|t| winner.last_modified < t)
+                {
+                    tracing::info!(
+                        source = self.source,
+                        "a record came back older than a deletion absorbed before; rebuilding the source from its history"
+                    );
                     return Ok(None);
                 }
             }
@@ -654,7 +680,11 @@ impl Merge<'_> {
             }
         }
         let now = Utc::now().timestamp_millis();
-        let absorbed = if incremental { &work.pending } else { &work.all };
+        let absorbed = if incremental {
+            &work.pending
+        } else {
+            &work.all
+        };
         for (date, version) in absorbed {
             let batch = BatchId {
                 source_id: self.source.to_owned(),
@@ -748,9 +778,21 @@ impl Merge<'_> {
 
 /// History rows with their day as the `batch_date` column.
 fn with_date(rows: &RecordBatch, date: NaiveDate) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let mut fields: Vec<Field> = rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(PARTITION_COLUMN, arrow::datatypes::DataType::Date32, false));
+    let mut fields: Vec<Field> = rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(
+        PARTITION_COLUMN,
+        arrow::datatypes::DataType::Date32,
+        false,
+    ));
     let mut columns = rows.columns().to_vec();
-    columns.push(Arc::new(Date32Array::from_value(days(date), rows.num_rows())));
+    columns.push(Arc::new(Date32Array::from_value(
+        days(date),
+        rows.num_rows(),
+    )));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }

@@ -44,23 +44,35 @@ fn rows(entity: &Entity, versions: &[V]) -> RecordBatch {
         TimestampMicrosecondArray::from_iter_values(versions.iter().map(|v| v.1 * 1_000_000))
             .with_timezone_opt(tz),
     );
-    columns[at("deleted")] = Arc::new(BooleanArray::from_iter(
-        versions.iter().map(|v| Some(v.2)),
-    ));
+    columns[at("deleted")] = Arc::new(BooleanArray::from_iter(versions.iter().map(|v| Some(v.2))));
     RecordBatch::try_new(schema, columns).unwrap()
 }
 
 /// The change feed of source `p-1`: day → its batch.
 fn feed() -> Vec<(u32, Vec<V>)> {
     vec![
-        (1, vec![("a", 100, false), ("b", 100, false), ("c", 100, false)]),
+        (
+            1,
+            vec![("a", 100, false), ("b", 100, false), ("c", 100, false)],
+        ),
         // a changed, b deleted, d new.
-        (2, vec![("a", 200, false), ("b", 200, false), ("b", 210, true), ("d", 200, false)]),
+        (
+            2,
+            vec![
+                ("a", 200, false),
+                ("b", 200, false),
+                ("b", 210, true),
+                ("d", 200, false),
+            ],
+        ),
         // c "deleted" with a time older than its version: c stays; e new.
         (3, vec![("c", 50, true), ("e", 300, false)]),
         // b comes back with a time older than its deletion: it stays deleted.
         // f is deleted on the day it appears.
-        (4, vec![("b", 150, false), ("f", 400, false), ("f", 400, true)]),
+        (
+            4,
+            vec![("b", 150, false), ("f", 400, false), ("f", 400, true)],
+        ),
     ]
 }
 
@@ -77,18 +89,35 @@ async fn land(lake: &Lake, source: &str, n: u32, versions: &[V]) {
 async fn current(root: &Path) -> BTreeMap<(String, String), (i64, NaiveDate)> {
     let dir = root.canonicalize().unwrap().join("current/pims/patients");
     let url = url::Url::from_directory_path(&dir).unwrap();
-    let table = DeltaTableBuilder::from_url(url).unwrap().load().await.unwrap();
+    let table = DeltaTableBuilder::from_url(url)
+        .unwrap()
+        .load()
+        .await
+        .unwrap();
     let snapshot = table.snapshot().unwrap();
     let mut out = BTreeMap::new();
     for f in snapshot.log_data().iter() {
         let source = f.partition_values_map()["practice_id"].clone().unwrap();
         let file = std::fs::File::open(dir.join(f.path().as_ref())).unwrap();
-        for b in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+        for b in ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
             let b = b.unwrap();
-            assert!(b.column_by_name("practice_id").is_none(), "the partition is in the path");
+            assert!(
+                b.column_by_name("practice_id").is_none(),
+                "the partition is in the path"
+            );
             let ids = b.column_by_name("id").unwrap().as_string::<i32>();
-            let lm = b.column_by_name("last_modified").unwrap().as_primitive::<TimestampMicrosecondType>();
-            let dates = b.column_by_name("batch_date").unwrap().as_primitive::<Date32Type>();
+            let lm = b
+                .column_by_name("last_modified")
+                .unwrap()
+                .as_primitive::<TimestampMicrosecondType>();
+            let dates = b
+                .column_by_name("batch_date")
+                .unwrap()
+                .as_primitive::<Date32Type>();
             let deleted = b.column_by_name("deleted").unwrap().as_boolean();
             for i in 0..b.num_rows() {
                 assert!(!deleted.value(i), "a deleted version is never current");
@@ -121,7 +150,13 @@ fn open(dir: &Path) -> Lake {
 
 #[tokio::test]
 async fn every_landing_order_gives_the_latest_live_version_of_each_record() {
-    let orders: [&[u32]; 5] = [&[1, 2, 3, 4], &[4, 3, 2, 1], &[2, 4, 1, 3], &[3, 1, 4, 2], &[1, 3, 2, 4]];
+    let orders: [&[u32]; 5] = [
+        &[1, 2, 3, 4],
+        &[4, 3, 2, 1],
+        &[2, 4, 1, 3],
+        &[3, 1, 4, 2],
+        &[1, 3, 2, 4],
+    ];
     for order in orders {
         let dir = tempfile::tempdir().unwrap();
         let lake = open(dir.path());
@@ -131,7 +166,10 @@ async fn every_landing_order_gives_the_latest_live_version_of_each_record() {
             // Two sources, merged after every landing, as runs do.
             land(&lake, "p-1", n, versions).await;
             land(&lake, "p-2", n, versions).await;
-            let update = lake.update_current(SourceType::Pims, "patients").await.unwrap();
+            let update = lake
+                .update_current(SourceType::Pims, "patients")
+                .await
+                .unwrap();
             assert_eq!(update.batches, 2, "{order:?}");
             assert!(update.errors.is_empty(), "{update:?}");
         }
@@ -147,28 +185,46 @@ async fn merging_once_after_all_landings_or_rebuilding_gives_the_same_table() {
         land(&lake, "p-1", n, &versions).await;
         land(&lake, "p-2", n, &versions).await;
     }
-    let first = lake.update_current(SourceType::Pims, "patients").await.unwrap();
+    let first = lake
+        .update_current(SourceType::Pims, "patients")
+        .await
+        .unwrap();
     assert_eq!((first.sources, first.batches, first.rebuilt), (2, 8, 0));
     assert_eq!(current(dir.path()).await, expected());
 
     // Nothing new: nothing merged, no commit.
-    let again = lake.update_current(SourceType::Pims, "patients").await.unwrap();
+    let again = lake
+        .update_current(SourceType::Pims, "patients")
+        .await
+        .unwrap();
     assert_eq!((again.sources, again.version), (0, None));
 
     // A re-landed batch (a forced re-run) rebuilds its source only.
     let (n, versions) = feed().remove(1);
     land(&lake, "p-2", n, &versions).await;
-    let relanded = lake.update_current(SourceType::Pims, "patients").await.unwrap();
-    assert_eq!((relanded.sources, relanded.rebuilt, relanded.batches), (1, 1, 1));
+    let relanded = lake
+        .update_current(SourceType::Pims, "patients")
+        .await
+        .unwrap();
+    assert_eq!(
+        (relanded.sources, relanded.rebuilt, relanded.batches),
+        (1, 1, 1)
+    );
     assert_eq!(current(dir.path()).await, expected());
 
-    let rebuilt = lake.rebuild_current(SourceType::Pims, "patients").await.unwrap();
+    let rebuilt = lake
+        .rebuild_current(SourceType::Pims, "patients")
+        .await
+        .unwrap();
     assert_eq!((rebuilt.sources, rebuilt.rebuilt), (2, 2));
     assert_eq!(current(dir.path()).await, expected());
 
     // A second process (its own handle) sees everything absorbed.
     let other = open(dir.path());
-    let none = other.update_current(SourceType::Pims, "patients").await.unwrap();
+    let none = other
+        .update_current(SourceType::Pims, "patients")
+        .await
+        .unwrap();
     assert_eq!(none.sources, 0);
 }
 
@@ -187,12 +243,17 @@ async fn a_current_file_untouched_by_a_day_is_kept_and_memory_is_per_row() {
     batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
     w.write_batch(&batch).await.unwrap();
     w.commit(None).await.unwrap();
-    lake.update_current(SourceType::Pims, "patients").await.unwrap();
+    lake.update_current(SourceType::Pims, "patients")
+        .await
+        .unwrap();
     let before = current(dir.path()).await;
     assert_eq!(before.len(), 5_000);
     // p-2 lands; p-1's current file is not rewritten.
     land(&lake, "p-2", 2, &[("x", 500, false)]).await;
-    let update = lake.update_current(SourceType::Pims, "patients").await.unwrap();
+    let update = lake
+        .update_current(SourceType::Pims, "patients")
+        .await
+        .unwrap();
     assert_eq!((update.sources, update.rows_written), (1, 1));
     let after = current(dir.path()).await;
     assert_eq!(after.len(), 5_001);
@@ -200,9 +261,15 @@ async fn a_current_file_untouched_by_a_day_is_kept_and_memory_is_per_row() {
     let id = before.keys().next().unwrap().1.clone();
     let id: &'static str = Box::leak(id.into_boxed_str());
     land(&lake, "p-1", 3, &[(id, 2_000_000_000, false)]).await;
-    let update = lake.update_current(SourceType::Pims, "patients").await.unwrap();
+    let update = lake
+        .update_current(SourceType::Pims, "patients")
+        .await
+        .unwrap();
     assert_eq!((update.sources, update.rows_written), (1, 5_000));
     let now = current(dir.path()).await;
     assert_eq!(now.len(), 5_001);
-    assert_eq!(now[&("p-1".to_owned(), id.to_owned())], (2_000_000_000, day(3)));
+    assert_eq!(
+        now[&("p-1".to_owned(), id.to_owned())],
+        (2_000_000_000, day(3))
+    );
 }

@@ -103,18 +103,29 @@ impl Harness {
         })
     }
 
-    /// Every page of a batch: (bodies, items).
+    /// Every page of the batch of [`DATE`]: (bodies, items).
     pub async fn read_batch(
         &self,
         source: &str,
         entity: &str,
         page_size: u64,
     ) -> (Vec<Vec<u8>>, Vec<serde_json::Value>) {
+        self.read_batch_of(source, entity, DATE, page_size).await
+    }
+
+    /// Every page of the batch of `date` (`YYYY-MM-DD`): (bodies, items).
+    pub async fn read_batch_of(
+        &self,
+        source: &str,
+        entity: &str,
+        date: &str,
+        page_size: u64,
+    ) -> (Vec<Vec<u8>>, Vec<serde_json::Value>) {
         let mut bodies = Vec::new();
         let mut items = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut path = format!("batch/{source}/{entity}?date={DATE}&pageSize={page_size}");
+            let mut path = format!("batch/{source}/{entity}?date={date}&pageSize={page_size}");
             if let Some(t) = &token {
                 path.push_str(&format!("&continuationToken={t}"));
             }

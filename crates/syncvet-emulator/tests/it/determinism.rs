@@ -3,7 +3,7 @@
 
 use futures::future::join_all;
 use reqwest::StatusCode;
-use syncvet_emulator::{EmulatorConfig, record_count, sources};
+use syncvet_emulator::{EmulatorConfig, record_count, record_identity, sources};
 
 use crate::common::{DATE, date, start};
 
@@ -103,9 +103,22 @@ async fn total_count_equals_the_records_served_for_every_source_and_entity() {
                 source.id,
                 entity.name
             );
-            let ids: std::collections::HashSet<&str> =
-                items.iter().filter_map(|i| i["id"].as_str()).collect();
-            assert_eq!(ids.len(), items.len(), "ids are unique within a batch");
+            // Changes and deletions carry the ids of earlier records, never
+            // one already in the batch.
+            let mut ids = std::collections::HashSet::new();
+            for (position, item) in items.iter().enumerate() {
+                let identity =
+                    record_identity(&config, &source.id, &entity.name, date(), position as u64)
+                        .unwrap();
+                assert_eq!(
+                    item["id"],
+                    identity.id.as_str(),
+                    "{} {}",
+                    source.id,
+                    entity.name
+                );
+                assert!(ids.insert(identity.id), "ids are unique within a batch");
+            }
             served += expected;
             if entity.name == "patients" {
                 sizes.push(expected);

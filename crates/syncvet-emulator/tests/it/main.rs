@@ -5,6 +5,7 @@ mod common;
 mod data;
 mod decoder;
 mod determinism;
+mod evolution;
 mod faults;
 mod rate_limit;
 mod scale;

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use syncvet_emulator::{EmulatorConfig, continuation_token, record_count};
+use syncvet_emulator::{EmulatorConfig, continuation_token, record_count, record_identity};
 
 use crate::common::{DATE, date, start};
 
@@ -45,8 +45,12 @@ async fn a_page_near_the_end_of_a_million_records_comes_at_once() {
     let items = page["items"].as_array().unwrap();
     assert_eq!(items.len(), 10);
     assert_eq!(page["continuationToken"], serde_json::Value::Null);
-    let last_id = items[9]["id"].as_str().unwrap();
-    assert!(last_id.ends_with(&format!("-{}", total - 1)), "{last_id}");
+    let last = record_identity(&config, "p-0001", "patients", date(), total - 1).unwrap();
+    assert_eq!(items[9]["id"], last.id.as_str());
+    assert!(
+        last.id.ends_with(&format!("-{}", last.created_index)),
+        "{last:?}"
+    );
     // Generating the whole batch would take many seconds.
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     assert_eq!(h.emulator.stats().records_served, 1010);
