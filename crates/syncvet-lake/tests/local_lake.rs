@@ -1098,7 +1098,11 @@ async fn maintenance_compacts_each_day_into_one_file_and_the_rows_stay_the_same(
     let names: Vec<&str> = done.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["pims/patients", "_quarantine/patients", "current/pims/patients"]
+        [
+            "pims/patients",
+            "_quarantine/patients",
+            "current/pims/patients"
+        ]
     );
     let after = read_table(tmp.path(), "pims/patients", "practice_id")
         .await
