@@ -136,27 +136,24 @@ def current_rows(lake: check_lake.Lake, table: str, source_column: str):
     return out, duplicates, digest.hexdigest()
 
 
+def batches_of(lake, table: str) -> dict:
+    """(source, date) → version of the batch transactions in a table's log,
+    replayed by check_lake.py."""
+    log = check_lake.replay_log(lake, table, lake.files(posixpath.join(table, check_lake.DELTA_LOG)))
+    return {parsed: v for app_id, v in log["txns"].items() if (parsed := check_lake.parse_app_id(app_id))}
+
+
 def check_entity(lake, api, kind: str, entity: str, page_size: int) -> dict:
     history = f"{kind}/{entity}"
     current = f"current/{kind}/{entity}"
     source_column = check_lake.SOURCE_KEYS[kind]
-    hist_log = check_lake.replay_log(lake, history, lake.files(posixpath.join(history, check_lake.DELTA_LOG)))
-    batches = {}
-    for app_id, version in hist_log["txns"].items():
-        parsed = check_lake.parse_app_id(app_id)
-        if parsed:
-            batches[parsed] = version
+    batches = batches_of(lake, history)
     expected, seen = expected_state(api, entity, batches, page_size)
     report = {"table": current, "batches": len(batches), "expected_rows": len(expected), **seen}
     if not lake.is_table(current):
         report.update(rows=0, missing_count=len(expected), missing=sorted(expected)[:SHOWN], ok=not expected)
         return report
-    cur_log = check_lake.replay_log(lake, current, lake.files(posixpath.join(current, check_lake.DELTA_LOG)))
-    absorbed = {}
-    for app_id, version in cur_log["txns"].items():
-        parsed = check_lake.parse_app_id(app_id)
-        if parsed:
-            absorbed[parsed] = version
+    absorbed = batches_of(lake, current)
     actual, duplicates, sha256 = current_rows(lake, current, source_column)
     missing = sorted(k for k in expected if k not in actual)
     unexpected = sorted(k for k in actual if k not in expected)
