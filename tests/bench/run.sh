@@ -11,6 +11,9 @@
 #   tests/bench/run.sh pagesize   a night under a request-rate limit, pages of 1000 vs 5000
 #   tests/bench/run.sh merge [N]  the current-table merge of one source holding N (1M)
 #                                 records with a day of N/50 changes: time, peak RSS
+#   tests/bench/run.sh query [RUNS] a simulated year of 50 practices' `patients` (backfill):
+#                                 "current patients per practice" in DuckDB, from the
+#                                 current table vs de-duplicating the history
 #   tests/bench/run.sh year       a simulated year of 500 sources: files, commits, and
 #                                 the store requests of a no-op run on S3 (SeaweedFS)
 #
@@ -239,6 +242,9 @@ for kind in ("pims", "supplier"):
 print("commits per table (incl. create and maintenance): " + ", ".join(f"{t} {c}" for t, c, _ in per_table))
 print("parquet files per table (live and replaced): " + ", ".join(f"{t} {f}" for t, _, f in per_table))
 print("maintenance in the run report: " + json.dumps(report.get("maintenance")))
+c = report["current"]
+print(f"current tables: {c['sources']} sources merged ({c['rebuilt']} rebuilt), {c['batches']} batches, "
+      f"{c['rows_written']:,} rows written in {report['current_secs']:.1f} s, {len(c['errors'])} errors")
 # The governor's rate timeline from its log, in seconds since the ETL started.
 started = float(sys.argv[6])
 changes = []
@@ -317,6 +323,73 @@ merge() {
     "$BIN_DIR/examples/merge" change "$lake" $((n / 50)) "$n"
     /usr/bin/time -f "%e %M" -o "$WORK/time.txt" "$BIN_DIR/examples/merge" absorb "$lake"
     echo "merge: a day of $((n / 50)) changes into $n current records: $(awk '{print $1 " s, peak RSS " int($2/1024) " MB"}' "$WORK/time.txt")"
+}
+
+# query [RUNS]: issue 11's analyst query on a simulated year. SOURCES (50)
+# practices' `patients`, DAYS (365) nights of the emulator's default change
+# history (new, changed and deleted records), landed by one `backfill` (its
+# wall, peak RSS and merge time are printed: a year's backfill); then, in
+# DuckDB from the suite's venv, "current patients per practice" from the
+# current table and by de-duplicating the history (the latest version per
+# (practice, id), deletions dropped), RUNS (5) times each, alternating; the
+# medians, and the check that both give the same answer.
+query() {
+    local runs="${1:-5}" days="${QUERY_DAYS:-365}" sources="${QUERY_SOURCES:-50}" lake="$WORK/lake-query"
+    local py="${SYNCVET_PYTHON:-$REPO/.cache/py-venv/bin/python}"
+    [ -x "$py" ] || { echo "no Python venv at $py: run tests/run.sh --servers-only once" >&2; exit 1; }
+    local from; from="$(python3 -c "import datetime as d; print(d.date.fromisoformat('$DATE') - d.timedelta(days=$days - 1))")"
+    start_emulator --pims-sources "$sources" --supplier-sources 0
+    BENCH_ENV=(SYNCVET_ETL__API__RATE__REQUESTS_PER_SEC=1000 SYNCVET_ETL__API__RATE__BURST=100 SYNCVET_ETL__SYNC__CONCURRENCY=32)
+    run_etl "$lake" backfill --from "$from" --to "$DATE" --entity patients
+    stop_emulator
+    python3 - "$lake" "$(time_field 'Elapsed (wall clock) time (h:mm:ss or m:ss)')" "$(time_field 'Maximum resident set size (kbytes)')" <<'PY'
+import glob, json, sys
+report = json.load(open(sorted(glob.glob(sys.argv[1] + "/_runs/*.json"))[-1]))
+c = report["current"]
+failed = sum(1 for p in report["partitions"] if p["status"] != "committed")
+print(f"backfill: {len(report['partitions'])} batches ({failed} failed), {sum(p['rows'] for p in report['partitions']):,} rows, "
+      f"wall {sys.argv[2]}, peak RSS {int(sys.argv[3]) / 1024:.0f} MB; current tables: {c['sources']} sources, "
+      f"{c['batches']} batches, {c['rows_written']:,} rows in {report['current_secs']:.1f} s")
+PY
+    "$py" - "$lake" "$runs" <<'PY'
+import statistics, sys, time
+import duckdb
+from deltalake import DeltaTable
+
+lake, runs = sys.argv[1], int(sys.argv[2])
+# As the README's analysts do: each table as the Arrow dataset of its
+# latest version (partition columns included), queried by DuckDB.
+history = DeltaTable(f"{lake}/pims/patients").to_pyarrow_dataset()
+current = DeltaTable(f"{lake}/current/pims/patients").to_pyarrow_dataset()
+queries = {
+    "current table": "SELECT practice_id, count(*) AS patients FROM current GROUP BY ALL ORDER BY ALL",
+    "deduplicated history": """
+        SELECT practice_id, count(*) AS patients FROM (
+            SELECT practice_id, deleted FROM history
+            QUALIFY row_number() OVER (PARTITION BY practice_id, id
+                                       ORDER BY last_modified DESC, batch_date DESC, deleted DESC) = 1)
+        WHERE NOT deleted GROUP BY ALL ORDER BY ALL""",
+}
+con = duckdb.connect()
+con.register("history", history)
+con.register("current", current)
+answers, times = {}, {name: [] for name in queries}
+for _ in range(runs):
+    for name, sql in queries.items():
+        started = time.perf_counter()
+        answers[name] = con.sql(sql).fetchall()
+        times[name].append(time.perf_counter() - started)
+rows = {name: con.sql(f"SELECT count(*) FROM {t}").fetchone()[0] for name, t in (("history", "history"), ("current", "current"))}
+print(f"history rows {rows['history']:,}, current rows {rows['current']:,}, practices {len(answers['current table'])}")
+for name in queries:
+    print(f"{name}: median {statistics.median(times[name]) * 1000:.1f} ms over {runs} runs "
+          f"(min {min(times[name]) * 1000:.1f}, max {max(times[name]) * 1000:.1f})")
+a, b = (statistics.median(times[n]) for n in queries)
+print(f"the current table is {b / a:.0f}x faster")
+if answers["current table"] != answers["deduplicated history"]:
+    sys.exit(f"the two answers differ: {answers['current table'][:5]} vs {answers['deduplicated history'][:5]}")
+print("both give the same answer")
+PY
 }
 
 # versus_duckdb [RUNS]: issue 14's side by side on the very same pages. The
@@ -406,6 +479,7 @@ case "$WHAT" in
     pagesize) pagesize ;;
     year) year ;;
     merge) merge "${2:-1000000}" ;;
+    query) query "${2:-5}" ;;
     all) e2e 100000; e2e 1000000; fleet; pagesize; limits ;;
-    *) echo "usage: $0 [e2e|sources|duckdb [RUNS]|fleet|limits|pagesize|merge [N]|year]" >&2; exit 2 ;;
+    *) echo "usage: $0 [e2e|sources|duckdb [RUNS]|fleet|limits|pagesize|merge [N]|query [RUNS]|year]" >&2; exit 2 ;;
 esac

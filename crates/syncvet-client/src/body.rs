@@ -1,20 +1,19 @@
 //! Reading response bodies with a size bound, and parsing the page envelope
 //! without copying the records.
 //!
-//! The envelope is parsed with a visitor that looks only at the configured
-//! field names: each record of `items` is borrowed as a `&RawValue`, and the
-//! array is handed out as a `Bytes` slice of the body with every record's
-//! range, so a page is never copied or turned into a `serde_json::Value`
-//! here (the model crate decodes the records once, without scanning again).
+//! The envelope is scanned for the configured field names ([`crate::scan`]):
+//! the `items` array is handed out as a `Bytes` slice of the body with
+//! every record's range, so a page is never copied or turned into a
+//! `serde_json::Value` here, and the model crate parses each record once.
 
-use std::fmt;
+use std::borrow::Cow;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use serde::de::IgnoredAny;
 
 use crate::config::EnvelopeConfig;
+use crate::scan;
 
 /// Why a body could not be read.
 #[derive(Debug)]
@@ -104,142 +103,102 @@ pub(crate) enum EnvelopeError {
     Protocol(String),
 }
 
-/// Parses a page envelope; `items` must be present and be an array.
+/// Parses a page envelope; `items` must be present and be an array. The
+/// records are located by a structural scan ([`crate::scan`]) and left for
+/// the decoder to parse; the other fields are parsed here. A body the scan
+/// cannot follow is handed to serde_json, whose error says what is wrong.
 pub(crate) fn parse_envelope(
     body: &Bytes,
     names: &EnvelopeConfig,
 ) -> Result<Envelope, EnvelopeError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let fields = EnvelopeSeed { names }
-        .deserialize(&mut de)
-        .and_then(|fields| de.end().map(|()| fields))
-        .map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => EnvelopeError::Protocol(e.to_string()),
-            _ => EnvelopeError::Unparsable(e.to_string()),
-        })?;
-    let elements = fields.items.ok_or_else(|| {
+    // The members as found: the items array is split as it is scanned
+    // (read once), the other values are parsed after.
+    let mut items = None;
+    let mut others = Vec::new();
+    let start = scan::skip_whitespace(body, 0);
+    let scanned = scan::object_members(body, start, |key, at| {
+        let key = key_text(body, key)?;
+        if *key == names.items && body[at] == b'[' {
+            let (records, end) = scan::array_elements(body, at)?;
+            items = Some((at..end, records));
+            return Some(end);
+        }
+        let end = scan::value_end(body, at)?;
+        others.push((key, at..end));
+        Some(end)
+    });
+    if scanned.is_none() {
+        return Err(not_an_envelope(body));
+    }
+    let mut total_count = None;
+    let mut continuation_token = None;
+    for (key, value) in others {
+        let text = &body[value];
+        if *key == names.items {
+            return Err(EnvelopeError::Protocol(format!("`{key}` is not an array")));
+        } else if *key == names.total_count {
+            total_count = parse_field(&key, text)?;
+        } else if *key == names.continuation_token {
+            continuation_token = parse_field(&key, text)?;
+        } else {
+            parse_field::<IgnoredAny>(&key, text)?;
+        }
+    }
+    let (items, records) = items.ok_or_else(|| {
         EnvelopeError::Protocol(format!("no `{}` field in the page", names.items))
     })?;
-    let (items, records) = locate_records(body, &elements);
+    let records = records
+        .into_iter()
+        .map(|r| r.start - items.start..r.end - items.start)
+        .collect();
     Ok(Envelope {
-        items,
+        items: body.slice(items),
         records,
-        total_count: fields.total_count,
-        continuation_token: fields.continuation_token.filter(|t| !t.is_empty()),
+        total_count,
+        continuation_token: continuation_token.filter(|t: &String| !t.is_empty()),
         body_bytes: body.len(),
     })
 }
 
-/// The items array as a slice of `body`, and each record's range in it.
-/// The elements borrow from `body`, so their offsets are exact; JSON allows
-/// only whitespace between `[` and the first element and between the last
-/// element and `]`, so the brackets are found by skipping it.
-fn locate_records(body: &Bytes, elements: &[&RawValue]) -> (Bytes, Vec<Range<usize>>) {
-    let (Some(first), Some(last)) = (elements.first(), elements.last()) else {
-        return (Bytes::from_static(b"[]"), Vec::new());
-    };
-    let offset = |raw: &RawValue| raw.get().as_ptr() as usize - body.as_ptr() as usize;
-    let is_space = |b: &u8| b.is_ascii_whitespace();
-    let open = offset(first)
-        - body[..offset(first)]
-            .iter()
-            .rev()
-            .take_while(|b| is_space(b))
-            .count()
-        - 1;
-    let last_end = offset(last) + last.get().len();
-    let close = last_end + body[last_end..].iter().take_while(|b| is_space(b)).count();
-    let records = elements
-        .iter()
-        .map(|raw| {
-            let start = offset(raw) - open;
-            start..start + raw.get().len()
-        })
-        .collect();
-    (body.slice(open..=close), records)
-}
-
-struct EnvelopeFields<'a> {
-    items: Option<Vec<&'a RawValue>>,
-    total_count: Option<u64>,
-    continuation_token: Option<String>,
-}
-
-struct EnvelopeSeed<'n> {
-    names: &'n EnvelopeConfig,
-}
-
-impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
-    type Value = EnvelopeFields<'de>;
-
-    fn deserialize<D: de::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
+/// A key's text, its escapes (rare in keys) resolved; `None` if it is not
+/// a valid string.
+fn key_text(body: &[u8], key: Range<usize>) -> Option<Cow<'_, str>> {
+    let text = &body[key.clone()];
+    match text.contains(&b'\\') {
+        false => std::str::from_utf8(text).map(Cow::Borrowed).ok(),
+        // Widened to the quotes, it is a JSON string.
+        true => serde_json::from_slice::<String>(&body[key.start - 1..key.end + 1])
+            .map(Cow::Owned)
+            .ok(),
     }
 }
 
-impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
-    type Value = EnvelopeFields<'de>;
+/// The value of the envelope field `name`: a value of the wrong type
+/// breaks the contract, text that is not JSON is worth another attempt.
+fn parse_field<T: serde::de::DeserializeOwned>(
+    name: &str,
+    text: &[u8],
+) -> Result<T, EnvelopeError> {
+    serde_json::from_slice(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => EnvelopeError::Protocol(format!("`{name}`: {e}")),
+        _ => EnvelopeError::Unparsable(format!(
+            "`{name}`: {e} in `{}`",
+            String::from_utf8_lossy(&text[..text.len().min(80)])
+        )),
+    })
+}
 
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a page envelope (JSON object)")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = EnvelopeFields {
-            items: None,
-            total_count: None,
-            continuation_token: None,
-        };
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            let key = key.as_str();
-            if key == self.names.items {
-                fields.items = Some(map.next_value()?);
-            } else if key == self.names.total_count {
-                fields.total_count = map.next_value()?;
-            } else if key == self.names.continuation_token {
-                fields.continuation_token = map.next_value()?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
+/// What serde_json says of a body the scan could not follow: cut short or
+/// not JSON (worth another attempt), or JSON that is no page.
+fn not_an_envelope(body: &[u8]) -> EnvelopeError {
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body) {
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            EnvelopeError::Protocol(e.to_string())
         }
-        Ok(fields)
-    }
-}
-
-/// A map key, borrowed when it has no escapes.
-enum Key<'de> {
-    Borrowed(&'de str),
-    Owned(String),
-}
-
-impl Key<'_> {
-    fn as_str(&self) -> &str {
-        match self {
-            Key::Borrowed(s) => s,
-            Key::Owned(s) => s,
-        }
-    }
-}
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key::Borrowed(v))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key::Owned(v.to_owned()))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
+        Err(e) => EnvelopeError::Unparsable(e.to_string()),
+        Ok(_) => EnvelopeError::Protocol(
+            "a JSON object the envelope scan could not follow (please report this page)".into(),
+        ),
     }
 }
 

@@ -56,8 +56,10 @@
 //!   down (2000, 1000, …) for every stream, and says so once.
 //! - **Bodies** (`body`) are read as a stream with a size bound
 //!   (`api.max_body_bytes`, checked against Content-Length first), and the
-//!   envelope is parsed with the items borrowed as a `RawValue`: a page's
-//!   records reach the caller as a `Bytes` slice of the body, never copied.
+//!   envelope is found by a structural scan (`scan`: strings and brackets,
+//!   no validation of the records, which the decoder parses in full): a
+//!   page's records reach the caller as a `Bytes` slice of the body with
+//!   each record's range, never copied.
 //! - **Configurable contract**: paths, query-parameter and envelope field
 //!   names are `ApiConfig` keys defaulting to `api-contract.md`.
 //! - Secrets and tokens are `Secret`s: `Debug`/`Display` print `<redacted>`,
@@ -90,6 +92,7 @@ mod page_size;
 mod pages;
 mod rate;
 mod retry;
+mod scan;
 
 pub use client::ApiClient;
 pub use config::{

@@ -30,6 +30,8 @@
 //!    (1M rows: 40 MB) and one read batch.
 //! 2. every input again, its winning live rows written into the source's
 //!    new files. A current file whose rows all still win is kept as it is.
+//!    Inputs are read and filtered on a task of their own while the merge
+//!    encodes what they hand over, so the two halves use two cores.
 //!
 //! All sources' changes of an entity land in one commit, which removes the
 //! files replaced and sets the batches' transactions: a reader sees the
@@ -67,6 +69,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder};
 use parquet::file::statistics::Statistics;
 use syncvet_model::SourceType;
+use tokio::sync::mpsc;
 use twox_hash::XxHash3_128;
 
 use crate::rewrite::conform;
@@ -734,23 +737,15 @@ impl Merge<'_> {
             if kept[n] == 0 {
                 continue;
             }
-            let mut stream = self.open(input, None).await?;
-            let mut row = 0usize;
-            while let Some(batch) = stream.try_next().await? {
-                let bits = &keep[n];
-                let mask: BooleanArray = (row..row + batch.num_rows())
-                    .map(|r| Some(bits[r / 64] & (1 << (r % 64)) != 0))
-                    .collect();
-                row += batch.num_rows();
-                let rows = filter_record_batch(&batch, &mask)?;
-                if rows.num_rows() == 0 {
-                    continue;
-                }
-                let rows = match input.origin {
-                    Origin::Current => rows,
-                    Origin::History(date) => with_date(&rows, date)?,
-                };
-                let rows = conform(&rows, self.file_schema)?;
+            let stream = self.open(input, None).await?;
+            let mut rows_kept = read_kept(
+                stream,
+                keep[n].clone(),
+                input.origin,
+                self.file_schema.clone(),
+            );
+            while let Some(rows) = rows_kept.recv().await {
+                let rows = rows?;
                 out.rows += rows.num_rows() as u64;
                 if writer.is_none() {
                     let partition = Partition::Source {
@@ -764,6 +759,7 @@ impl Merge<'_> {
                                 self.current.file_store(),
                                 self.file_schema.clone(),
                                 &partition,
+                                &rows,
                             )
                             .map_err(|e| self.delta(e))?,
                     );
@@ -774,6 +770,48 @@ impl Merge<'_> {
         }
         Ok(())
     }
+}
+
+/// The rows of `stream` that `keep` marks (a bit per row), in the file
+/// schema of the current table, read on a task of their own so that
+/// decoding an input overlaps with encoding the output (the merge's two
+/// halves, about equal in cost, then use two cores). Ends at the first
+/// error, which it passes on; stops when the receiver is dropped.
+fn read_kept(
+    mut stream: ParquetRecordBatchStream<ParquetObjectReader>,
+    keep: Vec<u64>,
+    origin: Origin,
+    schema: SchemaRef,
+) -> mpsc::Receiver<Result<RecordBatch, LakeError>> {
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut row = 0usize;
+        let read: Result<(), LakeError> = async {
+            while let Some(batch) = stream.try_next().await? {
+                let mask: BooleanArray = (row..row + batch.num_rows())
+                    .map(|r| Some(keep[r / 64] & (1 << (r % 64)) != 0))
+                    .collect();
+                row += batch.num_rows();
+                let rows = filter_record_batch(&batch, &mask)?;
+                if rows.num_rows() == 0 {
+                    continue;
+                }
+                let rows = match origin {
+                    Origin::Current => rows,
+                    Origin::History(date) => with_date(&rows, date)?,
+                };
+                if tx.send(Ok(conform(&rows, &schema)?)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = read {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    rx
 }
 
 /// History rows with their day as the `batch_date` column.

@@ -46,7 +46,10 @@
 //! # Writing
 //!
 //! Files are Parquet with zstd, dictionary encoding and page statistics,
-//! row groups of `row_group_rows`, rotated once a file reaches
+//! except that a column whose values are nearly all distinct in a file's
+//! first rows (ids, codes, exact times) is written plain: a dictionary
+//! there costs hashing every value and saves nothing. Row groups of
+//! `row_group_rows`, rotated once a file reaches
 //! `max_file_bytes`, written by delta-rs's file writer (multipart uploads
 //! of `upload_concurrency` parts in flight; memory is one row group plus
 //! those parts, whatever the size of the batch). Each file's add action

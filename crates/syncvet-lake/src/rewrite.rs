@@ -63,14 +63,26 @@ pub(crate) async fn rewrite(
     files: &[OldFile],
     keep: Keep<'_>,
 ) -> Result<Rewritten, DeltaTableError> {
-    let mut writer = settings.partition_writer(store.clone(), schema.clone(), partition)?;
-    match copy(&store, &mut writer, &schema, files, &keep).await {
-        Ok(rows_dropped) => Ok(Rewritten {
-            adds: writer.close().await?,
+    let mut output = Output {
+        settings,
+        store: store.clone(),
+        schema: &schema,
+        partition,
+        writer: None,
+    };
+    let copied = copy(&store, &mut output, files, &keep).await;
+    match (copied, output.writer) {
+        (Ok(rows_dropped), writer) => Ok(Rewritten {
+            adds: match writer {
+                Some(writer) => writer.close().await?,
+                None => Vec::new(),
+            },
             rows_dropped,
         }),
-        Err(e) => {
-            if let Err(abort) = writer.abort().await {
+        (Err(e), writer) => {
+            if let Some(writer) = writer
+                && let Err(abort) = writer.abort().await
+            {
                 tracing::debug!(error = %abort, "could not abort a rewrite's upload");
             }
             Err(e)
@@ -78,10 +90,35 @@ pub(crate) async fn rewrite(
     }
 }
 
+/// The new files, opened at the first rows kept (their encodings follow
+/// those rows: [`FileSettings::partition_writer`]).
+struct Output<'a> {
+    settings: &'a FileSettings,
+    store: Arc<dyn ObjectStore>,
+    schema: &'a SchemaRef,
+    partition: &'a Partition,
+    writer: Option<PartitionWriter>,
+}
+
+impl Output<'_> {
+    async fn write(&mut self, rows: &RecordBatch) -> Result<(), DeltaTableError> {
+        let rows = conform(rows, self.schema)?;
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => self.writer.insert(self.settings.partition_writer(
+                self.store.clone(),
+                self.schema.clone(),
+                self.partition,
+                &rows,
+            )?),
+        };
+        writer.write(&rows).await
+    }
+}
+
 async fn copy(
     store: &Arc<dyn ObjectStore>,
-    writer: &mut PartitionWriter,
-    schema: &SchemaRef,
+    output: &mut Output<'_>,
     files: &[OldFile],
     keep: &Keep<'_>,
 ) -> Result<u64, DeltaTableError> {
@@ -113,7 +150,7 @@ async fn copy(
             };
             dropped += read - batch.num_rows() as u64;
             if batch.num_rows() > 0 {
-                writer.write(&conform(&batch, schema)?).await?;
+                output.write(&batch).await?;
             }
         }
     }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
 use chrono::NaiveDate;
 use deltalake::DeltaTableBuilder;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -1239,4 +1240,60 @@ async fn a_batch_replaced_in_a_compacted_day_takes_only_its_own_rows_out() {
         assert_eq!(rejects.column(source, "raw"), ["{}"], "{source}");
     }
     assert_eq!(rejects.column_on("p-3", days()[1], "raw"), ["{}"]);
+}
+
+/// Whether each column chunk of the first row group of `file` (in the
+/// table `table`) has a dictionary page, by column path.
+fn dictionary_pages(root: &Path, table: &str, file: &str) -> BTreeMap<String, bool> {
+    let file = std::fs::File::open(root.join(table).join(file)).unwrap();
+    let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+    parquet::file::reader::FileReader::metadata(&reader)
+        .row_group(0)
+        .columns()
+        .iter()
+        .map(|c| {
+            let path = c.column_path().parts()[0].clone();
+            (path, c.dictionary_page_offset().is_some())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn columns_nearly_distinct_in_a_files_first_rows_are_written_without_a_dictionary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = lake(tmp.path(), |_| {});
+    let entity = patients();
+    let mut w = lake.writer(entity.clone(), key("p-0001"), "run-1");
+    write_rows(&mut w, &entity, 0, 5000, 1000).await;
+    let summary = w.commit(Some(5000)).await.unwrap();
+    let pages = dictionary_pages(tmp.path(), "pims/patients", &summary.files[0]);
+    // The synthetic values (`synthetic::batch`): string column 0 (`id`)
+    // and every third one are (nearly) distinct, the others repeat 40
+    // values; numbers, dates and times are distinct; the lineage repeats.
+    let schema = entity.arrow_schema();
+    let mut checked = 0;
+    for (c, field) in schema.fields().iter().enumerate() {
+        let distinct = match field.data_type() {
+            DataType::Utf8 => c % 3 == 0,
+            DataType::Boolean => continue,
+            DataType::List(_) => false,
+            _ => true,
+        };
+        assert_eq!(
+            pages[field.name()],
+            !distinct,
+            "{}: a dictionary only where values repeat",
+            field.name()
+        );
+        checked += 1;
+    }
+    assert!(checked > 20, "{pages:?}");
+    assert!(pages["_run_id"] && pages["_loaded_at"], "{pages:?}");
+
+    // First rows too few to judge: every column keeps its dictionary.
+    let mut w = lake.writer(entity.clone(), key("p-0002"), "run-1");
+    write_rows(&mut w, &entity, 0, 50, 50).await;
+    let summary = w.commit(Some(50)).await.unwrap();
+    let pages = dictionary_pages(tmp.path(), "pims/patients", &summary.files[0]);
+    assert!(pages["id"] && pages["entered_date"], "{pages:?}");
 }

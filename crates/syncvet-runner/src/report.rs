@@ -209,6 +209,9 @@ pub struct RunReport {
     /// The current tables brought up to the history (`current/…`).
     #[serde(default)]
     pub current: CurrentUpdate,
+    /// How long bringing the current tables up to date took.
+    #[serde(default)]
+    pub current_secs: f64,
     /// The run's maintenance of the tables it wrote (`lake.maintain_after_run`).
     #[serde(default)]
     pub maintenance: RunMaintenance,
@@ -292,8 +295,8 @@ impl RunReport {
         if c.sources > 0 {
             let _ = writeln!(
                 out,
-                "current tables: {} sources merged ({} rebuilt from their history), {} batches absorbed, {} rows written",
-                c.sources, c.rebuilt, c.batches, c.rows_written
+                "current tables: {} sources merged ({} rebuilt from their history), {} batches absorbed, {} rows written, in {:.1} s",
+                c.sources, c.rebuilt, c.batches, c.rows_written, self.current_secs
             );
         }
         for e in &c.errors {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
@@ -305,10 +305,12 @@ impl Runner {
         progress.finish_and_clear();
         // Every entity of the run, landed now or not: batches a crashed
         // run committed but never merged are absorbed here.
+        let merging = Instant::now();
         let current = match shutdown.is_cancelled() {
             false => self.update_current(&entities, false).await,
             true => CurrentUpdate::default(),
         };
+        let current_secs = merging.elapsed().as_secs_f64();
         let mut maintenance = match self.config.lake.maintain_after_run {
             true if !shutdown.is_cancelled() => self.maintain_landed(&partitions).await,
             _ => RunMaintenance::default(),
@@ -330,6 +332,7 @@ impl Runner {
             source_failures,
             partitions,
             current,
+            current_secs,
             maintenance,
         };
         let json = serde_json::to_vec_pretty(&report).expect("a run report serializes");
@@ -380,18 +383,41 @@ impl Runner {
     /// history as committed and the batches pending, and is reported.
     async fn update_current(&self, entities: &[Arc<Entity>], rebuild: bool) -> CurrentUpdate {
         let updates: Vec<CurrentUpdate> = futures::stream::iter(entities.to_vec())
-            .map(|entity| async move {
-                let done = match rebuild {
-                    false => self.lake.update_current(entity.source, &entity.name).await,
-                    true => self.lake.rebuild_current(entity.source, &entity.name).await,
-                };
-                done.unwrap_or_else(|e| {
-                    warn!(entity = %entity.name, error = %e, "the current table could not be updated; the history is committed");
+            .map(|entity| {
+                // A task each, so that two merges use two cores (the
+                // futures of one task take turns on one thread).
+                let lake = self.lake.clone();
+                let name = entity.name.clone();
+                let merge = tokio::spawn(async move {
+                    match rebuild {
+                        false => lake.update_current(entity.source, &entity.name).await,
+                        true => lake.rebuild_current(entity.source, &entity.name).await,
+                    }
+                    .map_err(|e| {
+                        (
+                            format!("current/{}/{}", entity.source.as_str(), entity.name),
+                            e.to_string(),
+                        )
+                    })
+                });
+                async move {
+                    let (table, error) = match merge.await {
+                        Ok(Ok(update)) => return update,
+                        Ok(Err(failed)) => failed,
+                        Err(e) => (
+                            format!("current table of {name}"),
+                            format!("the merge task failed: {e}"),
+                        ),
+                    };
+                    warn!(
+                        table,
+                        error, "the current table could not be updated; the history is committed"
+                    );
                     CurrentUpdate {
-                        errors: vec![format!("current/{}/{}: {e}", entity.source.as_str(), entity.name)],
+                        errors: vec![format!("{table}: {error}")],
                         ..CurrentUpdate::default()
                     }
-                })
+                }
             })
             .buffered(CURRENT_MERGES)
             .collect()
