@@ -11,7 +11,7 @@
 #   tests/bench/run.sh pagesize   a night under a request-rate limit, pages of 1000 vs 5000
 #   tests/bench/run.sh merge [N]  the current-table merge of one source holding N (1M)
 #                                 records with a day of N/50 changes: time, peak RSS
-#   tests/bench/run.sh query [RUNS] a simulated year of 50 practices' `patients` (backfill):
+#   tests/bench/run.sh query [RUNS] a simulated year of 20 practices' `patients` (backfill):
 #                                 "current patients per practice" in DuckDB, from the
 #                                 current table vs de-duplicating the history
 #   tests/bench/run.sh year       a simulated year of 500 sources: files, commits, and
@@ -325,8 +325,8 @@ merge() {
     echo "merge: a day of $((n / 50)) changes into $n current records: $(awk '{print $1 " s, peak RSS " int($2/1024) " MB"}' "$WORK/time.txt")"
 }
 
-# query [RUNS]: issue 11's analyst query on a simulated year. SOURCES (50)
-# practices' `patients`, DAYS (365) nights of the emulator's default change
+# query [RUNS]: issue 11's analyst query on a simulated year. QUERY_SOURCES (20)
+# practices' `patients`, QUERY_DAYS (365) nights of the emulator's default change
 # history (new, changed and deleted records), landed by one `backfill` (its
 # wall, peak RSS and merge time are printed: a year's backfill); then, in
 # DuckDB from the suite's venv, "current patients per practice" from the
@@ -334,7 +334,7 @@ merge() {
 # (practice, id), deletions dropped), RUNS (5) times each, alternating; the
 # medians, and the check that both give the same answer.
 query() {
-    local runs="${1:-5}" days="${QUERY_DAYS:-365}" sources="${QUERY_SOURCES:-50}" lake="$WORK/lake-query"
+    local runs="${1:-5}" days="${QUERY_DAYS:-365}" sources="${QUERY_SOURCES:-20}" lake="$WORK/lake-query"
     local py="${SYNCVET_PYTHON:-$REPO/.cache/py-venv/bin/python}"
     [ -x "$py" ] || { echo "no Python venv at $py: run tests/run.sh --servers-only once" >&2; exit 1; }
     local from; from="$(python3 -c "import datetime as d; print(d.date.fromisoformat('$DATE') - d.timedelta(days=$days - 1))")"
@@ -379,7 +379,7 @@ for _ in range(runs):
         started = time.perf_counter()
         answers[name] = con.sql(sql).fetchall()
         times[name].append(time.perf_counter() - started)
-rows = {name: con.sql(f"SELECT count(*) FROM {t}").fetchone()[0] for name, t in (("history", "history"), ("current", "current"))}
+rows = {name: con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0] for name, t in (("history", "history"), ("current", "current"))}
 print(f"history rows {rows['history']:,}, current rows {rows['current']:,}, practices {len(answers['current table'])}")
 for name in queries:
     print(f"{name}: median {statistics.median(times[name]) * 1000:.1f} ms over {runs} runs "

@@ -1,6 +1,7 @@
 //! [`GroupCommitter`]: lands the batches a run finishes in groups, so the
 //! commits per table in a night follow the length of the night, not the
-//! number of sources; between groups it compacts the days they filled.
+//! number of sources; between groups it merges them into the current
+//! tables and compacts the days they filled.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -14,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::{CommitSummary, Compacted, Lake, LakeError, StagedBatch};
+use crate::{CommitSummary, Compacted, CurrentUpdate, Lake, LakeError, StagedBatch};
 
 /// Small files a day must have before the committer compacts it between
 /// groups: enough that a rewrite is worth its cost (the compacted file of
@@ -33,19 +34,25 @@ type Submission = (
 /// at most the batches waiting (their files are in no commit, so no reader
 /// sees them), which the re-run lands again.
 ///
-/// With `maintain_after_run`, each group but the last is followed by the
-/// compaction of the days it landed that have gathered
-/// [`COMPACT_BETWEEN_GROUPS_FILES`] small files: a fleet's run spends most
-/// of its night waiting on the API's rate limit, and its compaction is
-/// done in that wait rather than all after it.
+/// With `maintain_after_run`, each group but the last is merged into the
+/// current tables of its entities and then followed by the compaction of
+/// the days it landed that have gathered [`COMPACT_BETWEEN_GROUPS_FILES`]
+/// small files: a fleet's run spends most of its night waiting on the
+/// API's rate limit, and this work is done in that wait rather than all
+/// after it. The merge comes first because it reads each batch from the
+/// history: from its own small file it reads that batch alone, while from
+/// a compacted day it reads (row groups of) every source's rows again, for
+/// each source.
 pub struct GroupCommitter {
     tx: mpsc::UnboundedSender<Submission>,
     task: JoinHandle<BetweenGroups>,
 }
 
-/// What the committer's compaction between groups did.
+/// What the committer did between groups.
 #[derive(Debug, Default)]
 pub struct BetweenGroups {
+    /// The merges into the current tables.
+    pub current: CurrentUpdate,
     /// Days compacted, files replaced and added.
     pub compacted: Compacted,
     /// `table: error` of each compaction that failed (the data stays as
@@ -128,6 +135,7 @@ async fn run(
         if group_full {
             let days = commit(&lake, &mut waiting).await;
             if compact {
+                merge_current(&lake, &days, &mut between).await;
                 compact_days(&lake, days, &mut between).await;
             }
         }
@@ -136,6 +144,22 @@ async fn run(
 
 /// The days of each table a group landed.
 type LandedDays = BTreeMap<(SourceType, String), BTreeSet<NaiveDate>>;
+
+async fn merge_current(lake: &Lake, days: &LandedDays, between: &mut BetweenGroups) {
+    for (source, entity) in days.keys() {
+        match lake.update_current(*source, entity).await {
+            Ok(update) => between.current.absorb(update),
+            Err(e) => {
+                // Its batches stay pending: the run's own update takes them.
+                tracing::warn!(entity, error = %e, "merging a group into the current table failed; the data is committed");
+                between
+                    .current
+                    .errors
+                    .push(format!("current/{}/{entity}: {e}", source.as_str()));
+            }
+        }
+    }
+}
 
 async fn compact_days(lake: &Lake, days: LandedDays, between: &mut BetweenGroups) {
     for ((source, entity), days) in days {

@@ -933,10 +933,29 @@ async fn the_committer_compacts_a_day_between_groups_once_it_has_enough_small_fi
             };
             assert_eq!(between.compacted, expected);
             assert_eq!(read.files, 11);
+            // Each group was merged into the current table before its
+            // compaction, while its batches were still their own files.
+            assert_eq!(
+                (between.current.sources, between.current.batches),
+                (140, 140),
+                "{:?}",
+                between.current
+            );
+            // `synthetic::batch` deletes every other record.
+            assert_eq!(between.current.rows_written, 140);
+            assert!(between.current.errors.is_empty());
         } else {
             assert_eq!(between.compacted, Compacted::default());
             assert_eq!(read.files, 150);
+            assert_eq!(between.current.batches, 0);
         }
+        // The run's own merge takes what the groups left.
+        let rest = lake
+            .update_current(SourceType::Pims, "patients")
+            .await
+            .unwrap();
+        let left = if maintain_after_run { 10 } else { 150 };
+        assert_eq!(rest.batches, left, "{rest:?}");
     }
 }
 

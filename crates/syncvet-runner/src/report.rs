@@ -209,7 +209,9 @@ pub struct RunReport {
     /// The current tables brought up to the history (`current/…`).
     #[serde(default)]
     pub current: CurrentUpdate,
-    /// How long bringing the current tables up to date took.
+    /// How long the run's merge into the current tables took after its
+    /// last group (the merges between groups, in `current` too, overlap
+    /// the sync).
     #[serde(default)]
     pub current_secs: f64,
     /// The run's maintenance of the tables it wrote (`lake.maintain_after_run`).

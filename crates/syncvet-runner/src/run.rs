@@ -306,11 +306,12 @@ impl Runner {
         // Every entity of the run, landed now or not: batches a crashed
         // run committed but never merged are absorbed here.
         let merging = Instant::now();
-        let current = match shutdown.is_cancelled() {
+        let mut current = match shutdown.is_cancelled() {
             false => self.update_current(&entities, false).await,
             true => CurrentUpdate::default(),
         };
         let current_secs = merging.elapsed().as_secs_f64();
+        current.absorb(between_groups.current);
         let mut maintenance = match self.config.lake.maintain_after_run {
             true if !shutdown.is_cancelled() => self.maintain_landed(&partitions).await,
             _ => RunMaintenance::default(),
