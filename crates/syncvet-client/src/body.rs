@@ -328,6 +328,24 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_page_with_a_record_that_is_not_json_is_left_to_the_decoder() {
+        // The scan follows strings and brackets only: the record is handed
+        // on whole, and the decoder's full parse says what is wrong with it
+        // (a body cut short is still `Unparsable`, above).
+        let body =
+            Bytes::from_static(br#"{"items":[{"id":"a"},{"id":tru,"n":[1 2]}],"totalCount":2}"#);
+        let env = parse_envelope(&body, &names()).unwrap();
+        let records: Vec<&[u8]> = env.records.iter().map(|r| &env.items[r.clone()]).collect();
+        assert_eq!(records, [&br#"{"id":"a"}"#[..], br#"{"id":tru,"n":[1 2]}"#]);
+        // The envelope's own fields are still checked in full.
+        let bad_field = Bytes::from_static(br#"{"items":[],"practiceId":tru}"#);
+        assert!(matches!(
+            parse_envelope(&bad_field, &names()),
+            Err(EnvelopeError::Unparsable(_))
+        ));
+    }
+
+    #[test]
     fn a_sign_in_page_is_named_by_its_content_type_and_first_bytes() {
         let page = b"\n <!DOCTYPE html><html><head><title>Sign in</title></head>\n<body>";
         let text = describe_non_json(Some("text/html; charset=utf-8"), page).unwrap();
