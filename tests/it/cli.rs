@@ -44,8 +44,9 @@ fn default_run_lands_every_partition_with_the_emulators_counts() {
     // each source's time zone, so the dates come from the lake; every
     // (source, entity) must have exactly that many consecutive dates.
     let settings = etl.emulator_settings();
-    let days = syncvet_runner::Config::load(None, Default::default())
+    let days = syncvet_etl::Settings::load(None, Default::default())
         .expect("the embedded default loads")
+        .config
         .sync
         .catch_up_days;
     let listing = Listing::of(&lake.url);

@@ -299,12 +299,13 @@ impl Etl {
     }
 
     /// The emulator settings the binary will use: the same file and
-    /// overrides loaded through the runner's own config loader.
+    /// overrides loaded through the binary's own config loader.
     pub fn emulator_settings(&self) -> EmulatorConfig {
         let env: HashMap<String, String> = self.env.clone().into_iter().collect();
-        let config = syncvet_runner::Config::load(self.config.as_deref(), env)
-            .expect("the test config loads");
-        config.emulator.settings
+        syncvet_etl::Settings::load(self.config.as_deref(), env)
+            .expect("the test config loads")
+            .emulator
+            .settings
     }
 
     /// Starts the process.

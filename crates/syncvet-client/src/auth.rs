@@ -14,10 +14,10 @@ use rand::Rng;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::body::{answer_headers, describe_non_json, error_chain, read_body};
+use crate::body::{Answer, Unanswered, describe_non_json, exchange};
 use crate::config::{ApiConfig, RetryConfig, Secret};
-use crate::error::ClientError;
-use crate::retry::{Backoff, sleep_within};
+use crate::error::{ClientError, TransientError};
+use crate::retry::{Retries, sleep_within};
 
 /// Token responses are small; anything bigger is not a token.
 const MAX_TOKEN_BODY_BYTES: u64 = 256 * 1024;
@@ -139,74 +139,32 @@ impl TokenCache {
         }
     }
 
-    /// One token request, retried on transient failures.
+    /// The token request, retried on transient failures by the client's
+    /// one retry loop.
     async fn fetch(&self, deadline: Option<Instant>) -> Result<CachedToken, ClientError> {
-        let mut backoff = Backoff::new(&self.retry);
-        let mut attempt = 0;
+        let mut retries = Retries::new(&self.retry);
         loop {
-            attempt += 1;
             let requested_at = Instant::now();
-            let (failure, retry_after) = match self.request_once().await {
-                Ok(Ok(response)) => return self.accept(response, requested_at),
-                Ok(Err(refusal)) => return Err(refusal),
-                Err(transient) => transient,
-            };
-            if attempt >= self.retry.max_attempts {
-                return Err(ClientError::RetriesExhausted {
-                    attempts: attempt,
-                    last: format!("token endpoint: {failure}"),
-                });
-            }
-            let delay = backoff.next_delay().max(retry_after.unwrap_or_default());
-            tracing::debug!(
-                attempt,
-                delay_ms = delay.as_millis() as u64,
-                failure,
-                "token request failed, retrying"
-            );
+            let form = [
+                ("client_id", self.client_id.as_str()),
+                ("client_secret", self.secret.expose()),
+                ("scope", self.scope.as_str()),
+                ("grant_type", "client_credentials"),
+            ];
+            let request = self
+                .http
+                .post(&self.token_url)
+                .header(http::header::ACCEPT, "application/json")
+                .form(&form);
+            let (failure, retry_after) =
+                match classify_token(exchange(request, MAX_TOKEN_BODY_BYTES).await) {
+                    TokenStep::Token(response) => return self.accept(response, requested_at),
+                    TokenStep::Refused(error) => return Err(error),
+                    TokenStep::Transient(failure, retry_after) => (failure, retry_after),
+                };
+            let delay = retries.after(&"the token endpoint", failure, retry_after)?;
             sleep_within(deadline, delay, "backing off before a token request").await?;
         }
-    }
-
-    /// `Err` is a transient failure (message, Retry-After); `Ok(Err)` a refusal.
-    async fn request_once(
-        &self,
-    ) -> Result<Result<TokenResponse, ClientError>, (String, Option<Duration>)> {
-        let form = [
-            ("client_id", self.client_id.as_str()),
-            ("client_secret", self.secret.expose()),
-            ("scope", self.scope.as_str()),
-            ("grant_type", "client_credentials"),
-        ];
-        let response = self
-            .http
-            .post(&self.token_url)
-            .header(http::header::ACCEPT, "application/json")
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| (error_chain(&e), None))?;
-        let status = response.status();
-        let (retry_after, content_type) = answer_headers(&response);
-        let body = read_body(response, MAX_TOKEN_BODY_BYTES)
-            .await
-            .map_err(|e| (format!("reading the token response: {e:?}"), None))?;
-        if status.is_success() {
-            if let Some(what) = describe_non_json(content_type.as_deref(), &body) {
-                return Ok(Err(ClientError::Auth {
-                    message: format!("token endpoint sent {what}"),
-                }));
-            }
-            return serde_json::from_slice::<TokenResponse>(&body)
-                .map(Ok)
-                .map_err(|e| (format!("unparsable token response: {e}"), None));
-        }
-        if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
-            return Err((format!("token endpoint answered {status}"), retry_after));
-        }
-        Ok(Err(ClientError::Auth {
-            message: describe_refusal(status, &body),
-        }))
     }
 
     fn accept(
@@ -235,8 +193,57 @@ impl TokenCache {
     }
 }
 
+/// What one token-endpoint answer calls for.
+enum TokenStep {
+    Token(TokenResponse),
+    /// The credentials (or the answer) are refused: fatal for the run.
+    Refused(ClientError),
+    /// Worth another attempt (a Retry-After is a floor).
+    Transient(TransientError, Option<Duration>),
+}
+
+/// Reads one token-endpoint answer (or the lack of one): the pure step the
+/// retry loop acts on.
+fn classify_token(answer: Result<Answer, Unanswered>) -> TokenStep {
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(Unanswered::Failed(failure)) => return TokenStep::Transient(failure, None),
+        Err(Unanswered::TooLarge) => {
+            return TokenStep::Refused(ClientError::Auth {
+                message: format!(
+                    "the token endpoint sent more than {MAX_TOKEN_BODY_BYTES} bytes: not a token"
+                ),
+            });
+        }
+    };
+    let status = answer.status;
+    if (200..300).contains(&status) {
+        if let Some(what) = describe_non_json(answer.content_type.as_deref(), &answer.body) {
+            return TokenStep::Refused(ClientError::Auth {
+                message: format!("token endpoint sent {what}"),
+            });
+        }
+        return match serde_json::from_slice::<TokenResponse>(&answer.body) {
+            Ok(token) => TokenStep::Token(token),
+            Err(e) => TokenStep::Transient(
+                TransientError::Unparsable(format!("token response: {e}")),
+                None,
+            ),
+        };
+    }
+    if status >= 500 || status == 408 || status == 429 {
+        return TokenStep::Transient(TransientError::Status { status }, answer.retry_after);
+    }
+    TokenStep::Refused(ClientError::Auth {
+        message: describe_refusal(status, &answer.body),
+    })
+}
+
 /// The Azure-AD style `error: error_description`, never the request itself.
-fn describe_refusal(status: http::StatusCode, body: &[u8]) -> String {
+fn describe_refusal(status: u16, body: &[u8]) -> String {
+    let status = http::StatusCode::from_u16(status)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| status.to_string());
     let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let text = |k: &str| {
         value
@@ -298,7 +305,7 @@ mod tests {
     fn refusals_are_described_without_secrets() {
         let body = br#"{"error":"invalid_client","error_description":"bad secret"}"#;
         assert_eq!(
-            describe_refusal(http::StatusCode::UNAUTHORIZED, body),
+            describe_refusal(401, body),
             "token endpoint answered 401 Unauthorized: invalid_client bad secret"
         );
     }

@@ -1,7 +1,7 @@
 //! Reading response bodies with a size bound, and parsing the page envelope
 //! without copying the records.
 //!
-//! The envelope is scanned for the configured field names ([`crate::scan`]):
+//! The envelope is scanned for the configured field names ([`syncvet_model::scan`]):
 //! the `items` array is handed out as a `Bytes` slice of the body with
 //! every record's range, so a page is never copied or turned into a
 //! `serde_json::Value` here, and the model crate parses each record once.
@@ -13,70 +13,78 @@ use bytes::{Bytes, BytesMut};
 use serde::de::IgnoredAny;
 
 use crate::config::EnvelopeConfig;
-use crate::scan;
+use crate::error::TransientError;
+use syncvet_model::scan;
 
-/// Why a body could not be read.
+/// One HTTP answer, its body read in full (within a size bound).
 #[derive(Debug)]
-pub(crate) enum BodyError {
-    /// Bigger than the limit (announced or actual).
+pub(crate) struct Answer {
+    pub status: u16,
+    /// Retry-After, as seconds or any HTTP date.
+    pub retry_after: Option<std::time::Duration>,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+/// Why an exchange brought no whole answer.
+#[derive(Debug)]
+pub(crate) enum Unanswered {
+    /// The body is bigger than the limit (announced or actual): final.
     TooLarge,
-    /// The connection failed mid-body (dropped, truncated, timed out).
-    Transport(String),
+    /// No answer, or one cut short: worth another attempt.
+    Failed(TransientError),
 }
 
-/// Reads the whole body, refusing a `Content-Length` above `limit` before
-/// reading and stopping as soon as more than `limit` bytes arrived.
-pub(crate) async fn read_body(
-    mut response: reqwest::Response,
+/// Sends `request` and reads the whole answer, refusing a `Content-Length`
+/// above `limit` before reading and stopping as soon as more than `limit`
+/// bytes arrived.
+pub(crate) async fn exchange(
+    request: reqwest::RequestBuilder,
     limit: u64,
-) -> Result<Bytes, BodyError> {
-    let announced = response.content_length();
-    if announced.is_some_and(|len| len > limit) {
-        return Err(BodyError::TooLarge);
-    }
-    let mut body = BytesMut::with_capacity(announced.unwrap_or(8 * 1024) as usize);
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if (body.len() + chunk.len()) as u64 > limit {
-                    return Err(BodyError::TooLarge);
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body.freeze()),
-            Err(e) => return Err(BodyError::Transport(error_chain(&e))),
-        }
-    }
-}
-
-/// The headers a caller acts on: Retry-After (seconds or any HTTP date)
-/// and the content type.
-pub(crate) fn answer_headers(
-    response: &reqwest::Response,
-) -> (Option<std::time::Duration>, Option<String>) {
+) -> Result<Answer, Unanswered> {
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| Unanswered::Failed(TransientError::NoAnswer(e)))?;
+    let status = response.status().as_u16();
     let header = |name| {
         response
             .headers()
             .get(name)
             .and_then(|v: &http::HeaderValue| v.to_str().ok())
     };
-    (
-        header(http::header::RETRY_AFTER)
-            .and_then(|v| crate::retry::parse_retry_after(v, std::time::SystemTime::now())),
-        header(http::header::CONTENT_TYPE).map(str::to_owned),
-    )
-}
-
-/// An error with its sources, for messages (reqwest hides the cause).
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+    let retry_after = header(http::header::RETRY_AFTER)
+        .and_then(|v| crate::retry::parse_retry_after(v, std::time::SystemTime::now()));
+    let content_type = header(http::header::CONTENT_TYPE).map(str::to_owned);
+    let announced = response.content_length();
+    if announced.is_some_and(|len| len > limit) {
+        return Err(Unanswered::TooLarge);
     }
-    text
+    let mut body = BytesMut::with_capacity(announced.unwrap_or(8 * 1024) as usize);
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if (body.len() + chunk.len()) as u64 > limit {
+                    return Err(Unanswered::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => {
+                return Ok(Answer {
+                    status,
+                    retry_after,
+                    content_type,
+                    body: body.freeze(),
+                });
+            }
+            Err(source) => {
+                return Err(Unanswered::Failed(TransientError::BodyCutShort {
+                    status,
+                    source,
+                }));
+            }
+        }
+    }
 }
 
 /// The parts of a page the client needs.
@@ -104,7 +112,7 @@ pub(crate) enum EnvelopeError {
 }
 
 /// Parses a page envelope; `items` must be present and be an array. The
-/// records are located by a structural scan ([`crate::scan`]) and left for
+/// records are located by a structural scan ([`syncvet_model::scan`]) and left for
 /// the decoder to parse; the other fields are parsed here. A body the scan
 /// cannot follow is handed to serde_json, whose error says what is wrong.
 pub(crate) fn parse_envelope(

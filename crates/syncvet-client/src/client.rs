@@ -4,22 +4,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::auth::TokenCache;
 
 use crate::body::{
-    BodyError, Envelope, EnvelopeError, answer_headers, describe_non_json, error_chain,
-    parse_envelope, parse_error_body, read_body,
+    Answer, Envelope, EnvelopeError, Unanswered, describe_non_json, exchange, parse_envelope,
+    parse_error_body,
 };
 use crate::config::{ApiConfig, EnvelopeConfig, Secret};
-use crate::error::ClientError;
+use crate::error::{ClientError, TransientError};
 use crate::metrics::{Metrics, MetricsSnapshot, StreamStats};
 use crate::page_size::PageSizer;
-use crate::pages::{PageStream, Practice, Target};
 use crate::rate::RateGovernor;
-use crate::retry::{Backoff, sleep_within};
+use crate::request::{PageRequest, Resource};
+use crate::retry::{Retries, sleep_within};
 
 /// The SyncVet Consumer API client. Cheap to clone: every clone shares one
 /// token cache, one rate governor and one set of metrics (the API's limit
@@ -50,14 +49,6 @@ impl std::fmt::Debug for ApiClient {
     }
 }
 
-/// One HTTP answer, its body read in full (within `api.max_body_bytes`).
-struct Answer {
-    status: u16,
-    retry_after: Option<Duration>,
-    content_type: Option<String>,
-    body: Bytes,
-}
-
 /// What one attempt calls for: the pure reading of an answer (or of a
 /// transport failure) that `get_page`'s loop acts on.
 enum Step {
@@ -72,10 +63,7 @@ enum Step {
     /// 429: every worker pauses (Retry-After, if any).
     RateLimited(Option<Duration>),
     /// Worth another attempt after backoff (a Retry-After is a floor).
-    Transient {
-        what: String,
-        retry_after: Option<Duration>,
-    },
+    Transient(TransientError, Option<Duration>),
     /// Final.
     Fatal(ClientError),
 }
@@ -105,9 +93,7 @@ impl ApiClient {
             .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
             .user_agent(concat!("syncvet-etl/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| ClientError::Setup {
-                message: error_chain(&e),
-            })?;
+            .map_err(ClientError::Setup)?;
         Ok(ApiClient {
             inner: Arc::new(Inner {
                 tokens: TokenCache::new(http.clone(), config, secret),
@@ -134,37 +120,6 @@ impl ApiClient {
         self.inner.tokens.get(self.deadline).await.map(drop)
     }
 
-    /// Every data source this consumer may read (all pages).
-    pub async fn practices(&self) -> Result<Vec<Practice>, ClientError> {
-        let mut stream = PageStream::new(self.clone(), Target::Practices);
-        let mut practices = Vec::new();
-        while let Some(event) = stream.next().await {
-            match event? {
-                crate::PageEvent::Restarted => practices.clear(),
-                crate::PageEvent::Page(page) => {
-                    let mut batch: Vec<Practice> =
-                        serde_json::from_slice(&page.items).map_err(|e| ClientError::Protocol {
-                            message: format!("practice list: {e}"),
-                        })?;
-                    practices.append(&mut batch);
-                }
-            }
-        }
-        Ok(practices)
-    }
-
-    /// The pages of the nightly batch of one entity of one source.
-    pub fn batch(&self, practice_id: &str, entity: &str, date: chrono::NaiveDate) -> PageStream {
-        PageStream::new(
-            self.clone(),
-            Target::Batch {
-                practice: practice_id.to_string(),
-                entity: entity.to_string(),
-                date,
-            },
-        )
-    }
-
     /// Process-wide counters (all clones).
     pub fn metrics(&self) -> MetricsSnapshot {
         self.inner
@@ -178,10 +133,6 @@ impl ApiClient {
 
     pub(crate) fn page_sizer(&self) -> &PageSizer {
         &self.inner.page_sizer
-    }
-
-    pub(crate) fn base_url(&self) -> &reqwest::Url {
-        &self.inner.base_url
     }
 
     async fn before_deadline<F: Future>(
@@ -202,14 +153,13 @@ impl ApiClient {
     /// GETs one page, retrying and polling as the contract says.
     pub(crate) async fn get_page(
         &self,
-        url: &reqwest::Url,
-        target: &Target,
+        request: PageRequest<'_>,
         stats: &mut StreamStats,
     ) -> Result<Fetched, ClientError> {
         let inner = &*self.inner;
-        let retry = &inner.config.retry;
-        let mut backoff = Backoff::new(retry);
-        let mut attempts = 0u32;
+        let resource = request.resource;
+        let url = request.url(&inner.base_url, &inner.config);
+        let mut retries = Retries::new(&inner.config.retry);
         let mut rate_limited = 0u32;
         let mut refreshed_after_401 = false;
         let mut not_ready_since: Option<Instant> = None;
@@ -217,12 +167,10 @@ impl ApiClient {
             let (permit, waited) = self
                 .before_deadline(
                     "waiting for the rate governor",
-                    inner.governor.acquire(target.fairness_key()),
+                    inner.governor.acquire(resource.fairness_key()),
                 )
                 .await?
-                .map_err(|_| ClientError::Setup {
-                    message: "rate governor stopped".into(),
-                })?;
+                .map_err(|_| ClientError::Closed)?;
             stats.throttled += waited;
             inner.metrics.throttled(waited);
             // Every attempt reads the current token: a retry never re-sends a stale one.
@@ -239,9 +187,17 @@ impl ApiClient {
                 continue;
             }
             stats.requests += 1;
+            let get = inner
+                .http
+                .get(url.clone())
+                .bearer_auth(token.value.expose())
+                .header(http::header::ACCEPT, "application/json");
             let answer = self
-                .before_deadline("waiting for a response", self.send(url, &token.value))
-                .await??;
+                .before_deadline(
+                    "waiting for a response",
+                    exchange(get, inner.config.max_body_bytes),
+                )
+                .await?;
             match &answer {
                 Ok(answer) => {
                     stats.bytes += answer.body.len() as u64;
@@ -253,7 +209,7 @@ impl ApiClient {
                 }
                 Err(_) => inner.metrics.transport_error(),
             }
-            let (what, retry_after) = match classify(answer, &inner.config.envelope, target) {
+            let (failure, retry_after) = match classify(answer, &inner.config, resource) {
                 Step::Page(envelope) => return Ok(Fetched::Page(envelope)),
                 Step::ContinuationExpired => return Ok(Fetched::ContinuationExpired),
                 Step::Fatal(error) => return Err(error),
@@ -262,35 +218,25 @@ impl ApiClient {
                     drop(permit);
                     stats.not_ready_polls += 1;
                     let since = *not_ready_since.get_or_insert_with(Instant::now);
-                    let delay = retry_after
-                        .unwrap_or(Duration::from_secs(retry.not_ready_poll_secs))
-                        .max(Duration::from_millis(inner.config.rate.min_pause_ms));
-                    let give_up = since + Duration::from_secs(retry.not_ready_max_wait_secs);
-                    if Instant::now() + delay > give_up {
-                        return Err(target.not_ready());
-                    }
-                    tracing::debug!(target = %target, delay_ms = delay.as_millis() as u64, "batch not ready (202), polling");
-                    sleep_within(self.deadline, delay, "polling a batch that is not ready")
-                        .await
-                        .map_err(|_| target.not_ready())?;
+                    self.poll_not_ready(resource, since, retry_after).await?;
                     continue;
                 }
                 Step::Unauthorized if !refreshed_after_401 => {
-                    tracing::info!(target = %target, "401: refreshing the token once");
+                    tracing::info!(resource = %resource, "401: refreshing the token once");
                     refreshed_after_401 = true;
                     inner.tokens.invalidate(&token);
                     continue;
                 }
                 Step::Unauthorized => {
                     return Err(ClientError::Auth {
-                        message: format!("401 twice for {target}, even with a fresh token"),
+                        message: format!("401 twice for {resource}, even with a fresh token"),
                     });
                 }
                 Step::RateLimited(retry_after) => {
                     stats.rate_limited += 1;
                     rate_limited += 1;
                     let pause = inner.governor.on_rate_limited(&permit, retry_after);
-                    if rate_limited >= retry.max_rate_limited {
+                    if rate_limited >= inner.config.retry.max_rate_limited {
                         return Err(ClientError::RateLimited {
                             times: rate_limited,
                             last_pause: pause,
@@ -304,90 +250,70 @@ impl ApiClient {
                     // The governor holds this request (and every other) until the pause ends.
                     continue;
                 }
-                Step::Transient { what, retry_after } => (what, retry_after),
+                Step::Transient(failure, retry_after) => (failure, retry_after),
             };
             drop(permit);
-            attempts += 1;
-            if attempts >= retry.max_attempts {
-                return Err(ClientError::RetriesExhausted {
-                    attempts,
-                    last: what,
-                });
-            }
-            let delay = backoff.next_delay().max(retry_after.unwrap_or_default());
-            tracing::debug!(target = %target, attempts, delay_ms = delay.as_millis() as u64, failure = %what, "retrying");
+            let delay = retries.after(resource, failure, retry_after)?;
             stats.retries += 1;
             inner.metrics.retry();
             sleep_within(self.deadline, delay, "backing off before a retry").await?;
         }
     }
 
-    /// One HTTP exchange: the answer with its (bounded) body, or a
-    /// transport failure. `BodyTooLarge` is final, hence the nesting.
-    async fn send(
+    /// Waits before polling a batch that answered 202 (its Retry-After, or
+    /// `api.retry.not_ready_poll_secs`), or gives up when the wait would end
+    /// past `api.retry.not_ready_max_wait_secs` or the run's deadline.
+    async fn poll_not_ready(
         &self,
-        url: &reqwest::Url,
-        token: &Secret,
-    ) -> Result<Result<Answer, String>, ClientError> {
-        let response = match self
-            .inner
-            .http
-            .get(url.clone())
-            .bearer_auth(token.expose())
-            .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(e) => return Ok(Err(error_chain(&e))),
-        };
-        let status = response.status().as_u16();
-        let (retry_after, content_type) = answer_headers(&response);
-        match read_body(response, self.inner.config.max_body_bytes).await {
-            Ok(body) => Ok(Ok(Answer {
-                status,
-                retry_after,
-                content_type,
-                body,
-            })),
-            Err(BodyError::TooLarge) => Err(ClientError::BodyTooLarge {
-                limit: self.inner.config.max_body_bytes,
-            }),
-            Err(BodyError::Transport(e)) => Ok(Err(format!("HTTP {status}, body cut short: {e}"))),
+        resource: &Resource,
+        since: Instant,
+        retry_after: Option<Duration>,
+    ) -> Result<(), ClientError> {
+        let config = &self.inner.config;
+        let delay = retry_after
+            .unwrap_or(Duration::from_secs(config.retry.not_ready_poll_secs))
+            .max(Duration::from_millis(config.rate.min_pause_ms));
+        let give_up = since + Duration::from_secs(config.retry.not_ready_max_wait_secs);
+        if Instant::now() + delay > give_up {
+            return Err(resource.not_ready());
         }
+        tracing::debug!(resource = %resource, delay_ms = delay.as_millis() as u64, "batch not ready (202), polling");
+        sleep_within(self.deadline, delay, "polling a batch that is not ready")
+            .await
+            .map_err(|_| resource.not_ready())
     }
 }
 
-/// Reads one answer (or transport failure) as the contract says.
-fn classify(answer: Result<Answer, String>, names: &EnvelopeConfig, target: &Target) -> Step {
-    let answer = match answer {
-        Ok(answer) => answer,
-        Err(what) => {
-            return Step::Transient {
-                what,
-                retry_after: None,
-            };
-        }
-    };
+/// Reads one answer (or the lack of one) as the contract says: the pure
+/// step `get_page`'s loop acts on.
+fn classify(answer: Result<Answer, Unanswered>, config: &ApiConfig, resource: &Resource) -> Step {
     let Answer {
         status,
         retry_after,
         content_type,
         body,
-    } = answer;
+    } = match answer {
+        Ok(answer) => answer,
+        Err(Unanswered::Failed(failure)) => return Step::Transient(failure, None),
+        Err(Unanswered::TooLarge) => {
+            return Step::Fatal(ClientError::BodyTooLarge {
+                limit: config.max_body_bytes,
+            });
+        }
+    };
+    let names: &EnvelopeConfig = &config.envelope;
     match status {
         200 => {
             if let Some(what) = describe_non_json(content_type.as_deref(), &body) {
                 return Step::Fatal(ClientError::Protocol {
-                    message: format!("{target}: {what}"),
+                    message: format!("{resource}: {what}"),
                 });
             }
             match parse_envelope(&body, names) {
                 Ok(envelope) => Step::Page(envelope),
-                Err(EnvelopeError::Unparsable(e)) => Step::Transient {
-                    what: format!("unparsable or truncated body: {e}"),
-                    retry_after: None,
-                },
+                Err(EnvelopeError::Unparsable(e)) => {
+                    Step::Transient(TransientError::Unparsable(e), None)
+                }
                 Err(EnvelopeError::Protocol(message)) => {
                     Step::Fatal(ClientError::Protocol { message })
                 }
@@ -396,10 +322,10 @@ fn classify(answer: Result<Answer, String>, names: &EnvelopeConfig, target: &Tar
         202 => Step::NotReady(retry_after),
         401 => Step::Unauthorized,
         429 => Step::RateLimited(retry_after),
-        408 | 500 | 502 | 503 | 504 => Step::Transient {
-            what: format!("HTTP {status}"),
-            retry_after: if status == 503 { retry_after } else { None },
-        },
+        408 | 500 | 502 | 503 | 504 => Step::Transient(
+            TransientError::Status { status },
+            if status == 503 { retry_after } else { None },
+        ),
         _ => {
             let (code, message) = parse_error_body(&body, names);
             match status {
@@ -407,21 +333,21 @@ fn classify(answer: Result<Answer, String>, names: &EnvelopeConfig, target: &Tar
                     Step::ContinuationExpired
                 }
                 400 => Step::Fatal(ClientError::BadRequest {
-                    message: format!("{target}: {message}"),
+                    message: format!("{resource}: {message}"),
                 }),
                 403 => Step::Fatal(ClientError::Forbidden {
-                    practice: target.practice().unwrap_or("(practice list)").to_string(),
+                    practice: resource.practice().unwrap_or("(practice list)").to_string(),
                     message,
                 }),
                 405 => Step::Fatal(ClientError::MethodNotAllowed {
-                    message: format!("{target}: {message}"),
+                    message: format!("{resource}: {message}"),
                 }),
                 501 => Step::Fatal(ClientError::NotImplemented {
-                    message: format!("{target}: {message}"),
+                    message: format!("{resource}: {message}"),
                 }),
                 _ => Step::Fatal(ClientError::UnexpectedStatus {
                     status,
-                    message: format!("{target}: {message}"),
+                    message: format!("{resource}: {message}"),
                 }),
             }
         }

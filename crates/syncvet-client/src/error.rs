@@ -94,12 +94,15 @@ pub enum ClientError {
         during: String,
     },
     /// A transient failure kept happening for `api.retry.max_attempts` attempts.
-    #[error("gave up after {attempts} attempts, last failure: {last}")]
+    #[error("gave up on {what} after {attempts} attempts")]
     RetriesExhausted {
+        /// The request (`source/entity/date`, `practices` or `the token endpoint`).
+        what: String,
         /// Attempts made.
         attempts: u32,
         /// The last failure.
-        last: String,
+        #[source]
+        last: TransientError,
     },
     /// One request was answered 429 `api.retry.max_rate_limited` times.
     #[error("rate limited {times} times for one request (last Retry-After {last_pause:?})")]
@@ -123,11 +126,11 @@ pub enum ClientError {
         message: String,
     },
     /// The HTTP client could not be built (TLS backend, bad header value).
-    #[error("HTTP client setup failed: {message}")]
-    Setup {
-        /// The underlying error.
-        message: String,
-    },
+    #[error("HTTP client setup failed")]
+    Setup(#[source] reqwest::Error),
+    /// The client's rate governor has stopped: the runtime is shutting down.
+    #[error("the client is shutting down")]
+    Closed,
 }
 
 impl ClientError {
@@ -139,7 +142,35 @@ impl ClientError {
             ClientError::Config { .. }
                 | ClientError::Auth { .. }
                 | ClientError::MethodNotAllowed { .. }
-                | ClientError::Setup { .. }
+                | ClientError::Setup(_)
+                | ClientError::Closed
         )
     }
+}
+
+/// A failure worth another attempt (after backoff, within the deadline).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransientError {
+    /// No answer: connection refused or reset, timeout, DNS.
+    #[error("no answer")]
+    NoAnswer(#[source] reqwest::Error),
+    /// An answer whose body was cut short.
+    #[error("HTTP {status}, body cut short")]
+    BodyCutShort {
+        /// The answer's status.
+        status: u16,
+        /// Why the body ended.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A status that says "try again" (408, 429 at the token endpoint, 5xx).
+    #[error("HTTP {status}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// A 200 answer that is not (whole) JSON: cut short, or garbled.
+    #[error("unparsable or truncated body: {0}")]
+    Unparsable(String),
 }

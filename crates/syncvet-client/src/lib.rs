@@ -39,9 +39,15 @@
 //!   polled (Retry-After or `not_ready_poll_secs`) until ready or the
 //!   deadline. 400, 403, 405, 501 are final and have their own variants, as
 //!   is a 200 that is not JSON (a proxy's sign-in page: the error names its
-//!   content type and first bytes). Responses are read by one pure step
-//!   (`client::classify`) that the one retry loop acts on; the token
-//!   request's retries honour the same run deadline.
+//!   content type and first bytes). An answer is read by one pure step
+//!   (`client::classify` for pages, `auth::classify_token` for tokens) into
+//!   what to do next, and both requests retry through one policy
+//!   (`retry::Retries`) within the same run deadline. A transient failure
+//!   keeps its cause (`TransientError`, the `source` of `RetriesExhausted`).
+//! - **Requests** (`request`): what a GET asks for (the practice list or a
+//!   batch, the page size, the continuation token) and its URL under the
+//!   configured paths and names. The page stream builds a `PageRequest` and
+//!   asks the client to fetch it; the client knows nothing of streams.
 //! - **Pages** (`pages`): `PageStream` follows continuation tokens; an
 //!   expired token (400 `ContinuationTokenExpired`) yields
 //!   `PageEvent::Restarted` and starts again from page 0, at most
@@ -91,14 +97,14 @@ mod metrics;
 mod page_size;
 mod pages;
 mod rate;
+mod request;
 mod retry;
-mod scan;
 
 pub use client::ApiClient;
 pub use config::{
     ApiConfig, EnvelopeConfig, ParamsConfig, PathsConfig, RateConfig, RetryConfig, Secret,
     TokenConfig,
 };
-pub use error::ClientError;
+pub use error::{ClientError, TransientError};
 pub use metrics::{MetricsSnapshot, StreamStats};
 pub use pages::{BatchPage, PageEvent, PageStream, Practice};

@@ -1,7 +1,6 @@
 //! Paging: following continuation tokens, restarting when one expires.
 
 use std::collections::HashSet;
-use std::fmt;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -10,6 +9,7 @@ use crate::body::Envelope;
 use crate::client::{ApiClient, Fetched};
 use crate::error::ClientError;
 use crate::metrics::StreamStats;
+use crate::request::{PageRequest, Resource};
 
 /// A data source readable by this consumer (`GET practices`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -65,61 +65,36 @@ pub enum PageEvent {
     Restarted,
 }
 
-/// What a stream reads.
-#[derive(Debug, Clone)]
-pub(crate) enum Target {
-    Practices,
-    Batch {
-        practice: String,
-        entity: String,
-        date: chrono::NaiveDate,
-    },
-}
-
-impl Target {
-    /// Requests are queued fairly per practice.
-    pub(crate) fn fairness_key(&self) -> &str {
-        match self {
-            Target::Practices => "",
-            Target::Batch { practice, .. } => practice,
+impl ApiClient {
+    /// Every data source this consumer may read (all pages).
+    pub async fn practices(&self) -> Result<Vec<Practice>, ClientError> {
+        let mut stream = PageStream::new(self.clone(), Resource::Practices);
+        let mut practices = Vec::new();
+        while let Some(event) = stream.next().await {
+            match event? {
+                PageEvent::Restarted => practices.clear(),
+                PageEvent::Page(page) => {
+                    let mut batch: Vec<Practice> =
+                        serde_json::from_slice(&page.items).map_err(|e| ClientError::Protocol {
+                            message: format!("practice list: {e}"),
+                        })?;
+                    practices.append(&mut batch);
+                }
+            }
         }
+        Ok(practices)
     }
 
-    pub(crate) fn practice(&self) -> Option<&str> {
-        match self {
-            Target::Practices => None,
-            Target::Batch { practice, .. } => Some(practice),
-        }
-    }
-
-    pub(crate) fn not_ready(&self) -> ClientError {
-        match self {
-            Target::Practices => ClientError::DeadlineExceeded {
-                during: "waiting for the practice list (202)".into(),
-            },
-            Target::Batch {
-                practice,
-                entity,
+    /// The pages of the nightly batch of one entity of one source.
+    pub fn batch(&self, practice_id: &str, entity: &str, date: chrono::NaiveDate) -> PageStream {
+        PageStream::new(
+            self.clone(),
+            Resource::Batch {
+                practice: practice_id.to_string(),
+                entity: entity.to_string(),
                 date,
-            } => ClientError::NotReady {
-                practice: practice.clone(),
-                entity: entity.clone(),
-                date: *date,
             },
-        }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Practices => f.write_str("practices"),
-            Target::Batch {
-                practice,
-                entity,
-                date,
-            } => write!(f, "{practice}/{entity}/{date}"),
-        }
+        )
     }
 }
 
@@ -128,7 +103,7 @@ impl fmt::Display for Target {
 /// page per stream. Ends after the last page or after the first error.
 pub struct PageStream {
     client: ApiClient,
-    target: Target,
+    resource: Resource,
     next_number: u32,
     continuation: Option<String>,
     chain: ChainGuard,
@@ -139,10 +114,10 @@ pub struct PageStream {
 }
 
 impl PageStream {
-    pub(crate) fn new(client: ApiClient, target: Target) -> Self {
+    fn new(client: ApiClient, resource: Resource) -> Self {
         PageStream {
             client,
-            target,
+            resource,
             next_number: 0,
             continuation: None,
             chain: ChainGuard::default(),
@@ -169,11 +144,12 @@ impl PageStream {
             let page_size = self
                 .page_size
                 .unwrap_or_else(|| self.client.page_sizer().current());
-            let url = self.url(page_size);
-            let fetched = self
-                .client
-                .get_page(&url, &self.target, &mut self.stats)
-                .await;
+            let request = PageRequest {
+                resource: &self.resource,
+                page_size,
+                continuation: self.continuation.as_deref(),
+            };
+            let fetched = self.client.get_page(request, &mut self.stats).await;
             return Some(match fetched {
                 Ok(Fetched::Page(envelope)) => {
                     if self.page_size.is_none() {
@@ -205,7 +181,7 @@ impl PageStream {
         if let Err(problem) = self.chain.check(&envelope, self.client.config()) {
             self.finished = true;
             return Err(ClientError::BrokenPageChain {
-                chain: self.target.to_string(),
+                chain: self.resource.to_string(),
                 token: shorten(self.continuation.as_deref().unwrap_or("(first page)")),
                 problem,
             });
@@ -233,7 +209,7 @@ impl PageStream {
             });
         }
         self.stats.restarts += 1;
-        tracing::info!(target = %self.target, restarts = self.stats.restarts, "continuation token expired: restarting from the first page");
+        tracing::info!(resource = %self.resource, restarts = self.stats.restarts, "continuation token expired: restarting from the first page");
         self.next_number = 0;
         self.continuation = None;
         self.chain = ChainGuard::default();
@@ -243,36 +219,6 @@ impl PageStream {
     /// What this stream has cost so far.
     pub fn stats(&self) -> StreamStats {
         self.stats.clone()
-    }
-
-    fn url(&self, page_size: u32) -> reqwest::Url {
-        let config = self.client.config();
-        let path = match &self.target {
-            Target::Practices => config.paths.practices.clone(),
-            Target::Batch {
-                practice, entity, ..
-            } => config
-                .paths
-                .batch
-                .replace("{practiceId}", &encode_segment(practice))
-                .replace("{entity}", &encode_segment(entity)),
-        };
-        let mut url = self
-            .client
-            .base_url()
-            .join(path.trim_start_matches('/'))
-            .expect("a relative path joins onto a valid base URL");
-        {
-            let mut query = url.query_pairs_mut();
-            if let Target::Batch { date, .. } = &self.target {
-                query.append_pair(&config.params.date, &date.to_string());
-            }
-            query.append_pair(&config.params.page_size, &page_size.to_string());
-            if let Some(token) = &self.continuation {
-                query.append_pair(&config.params.continuation_token, token);
-            }
-        }
-        url
     }
 }
 
@@ -343,32 +289,5 @@ fn shorten(token: &str) -> String {
     match token.char_indices().nth(MAX_CHARS) {
         Some((cut, _)) => format!("{}…", &token[..cut]),
         None => token.to_string(),
-    }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters, so an id
-/// can never add a path segment or a query.
-fn encode_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_cannot_escape_their_segment() {
-        assert_eq!(encode_segment("p-0001"), "p-0001");
-        assert_eq!(encode_segment("a/b?c=d"), "a%2Fb%3Fc%3Dd");
-        assert_eq!(encode_segment("é"), "%C3%A9");
     }
 }

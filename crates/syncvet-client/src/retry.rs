@@ -5,7 +5,52 @@ use std::time::{Duration, SystemTime};
 use rand::Rng;
 
 use crate::config::RetryConfig;
-use crate::error::ClientError;
+use crate::error::{ClientError, TransientError};
+
+/// The one retry policy, shared by the page and the token requests: counts
+/// the attempts that failed transiently and says how long to back off
+/// before the next one (the caller sleeps within the run's deadline).
+#[derive(Debug)]
+pub(crate) struct Retries {
+    backoff: Backoff,
+    failed: u32,
+    max_attempts: u32,
+}
+
+impl Retries {
+    pub(crate) fn new(config: &RetryConfig) -> Self {
+        Retries {
+            backoff: Backoff::new(config),
+            failed: 0,
+            max_attempts: config.max_attempts,
+        }
+    }
+
+    /// After a transient failure of a request for `what`: the backoff
+    /// before the next attempt (a Retry-After is its floor), or
+    /// `RetriesExhausted` when the attempts are used up.
+    pub(crate) fn after(
+        &mut self,
+        what: &dyn std::fmt::Display,
+        failure: TransientError,
+        retry_after: Option<Duration>,
+    ) -> Result<Duration, ClientError> {
+        self.failed += 1;
+        if self.failed >= self.max_attempts {
+            return Err(ClientError::RetriesExhausted {
+                what: what.to_string(),
+                attempts: self.failed,
+                last: failure,
+            });
+        }
+        let delay = self
+            .backoff
+            .next_delay()
+            .max(retry_after.unwrap_or_default());
+        tracing::debug!(%what, attempts = self.failed, delay_ms = delay.as_millis() as u64, failure = %failure, "retrying");
+        Ok(delay)
+    }
+}
 
 /// Exponential backoff with "equal jitter": the n-th wait is drawn from
 /// `[d/2, d)` with `d = initial × 2ⁿ` capped at the maximum, so waits grow

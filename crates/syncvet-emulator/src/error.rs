@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum EmulatorError {
     /// The config file could not be read.
-    #[error("cannot read the emulator config file {path}: {source}")]
+    #[error("cannot read the emulator config file {path}")]
     ReadConfig {
         /// The file.
         path: PathBuf,
@@ -40,6 +40,6 @@ pub enum EmulatorError {
     #[error("invalid config patch: {0}")]
     InvalidPatch(String),
     /// The listening socket could not be bound or served.
-    #[error("emulator I/O error: {0}")]
+    #[error("emulator I/O")]
     Io(#[from] std::io::Error),
 }

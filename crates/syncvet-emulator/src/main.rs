@@ -22,7 +22,7 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     if let Err(error) = syncvet_emulator::cli::run(cli.args).await {
-        eprintln!("syncvet-emulator: {error}");
+        eprintln!("syncvet-emulator: {}", syncvet_model::Chain(&error));
         std::process::exit(1);
     }
 }

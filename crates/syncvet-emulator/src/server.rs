@@ -164,7 +164,7 @@ impl RunningEmulator {
     pub fn update(&self, patch: serde_json::Value) -> Result<(), String> {
         self.shared
             .apply_patch(&patch)
-            .map_err(|e: EmulatorError| e.to_string())
+            .map_err(|e: EmulatorError| syncvet_model::Chain(&e).to_string())
     }
 
     /// The switches in force.

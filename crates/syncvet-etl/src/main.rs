@@ -12,8 +12,11 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use syncvet_etl::Settings;
+use syncvet_lake::Lake;
+use syncvet_model::Chain;
 use syncvet_runner::{
-    Config, Dates, RunReport, Runner, RunnerError, Shard, SyncRequest, run_daemon,
+    Config, Dates, RunReport, Runner, RunnerError, Shard, SyncRequest, Tables, run_daemon,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -161,43 +164,54 @@ async fn run(cli: Cli) -> ExitCode {
         default.exists().then_some(default)
     });
     let env: HashMap<String, String> = std::env::vars().collect();
-    let config = match Config::load(config_path.as_deref(), env) {
-        Ok(config) => config,
+    let mut settings = match Settings::load(config_path.as_deref(), env) {
+        Ok(settings) => settings,
         Err(e) => return fail(&e),
     };
-    let shard = match &command {
-        Command::Run { filters, .. } | Command::Backfill { filters, .. } => filters.shard,
-        _ => None,
-    };
-    let runner = match Runner::start(config, shard).await {
-        Ok(runner) => Arc::new(runner),
-        Err(e) => return fail(&e),
-    };
-    let shutdown = shutdown_on_signals();
-
-    let (dates, filters, command) = match command {
-        Command::Run { date, filters } => {
-            let catch_up_days = runner.config().sync.catch_up_days;
-            let dates = Dates::for_run(date, filters.force, catch_up_days);
-            (dates, filters, "run")
+    // Each command opens only what it uses: `report` the lake, `maintain`
+    // and `rebuild-current` the catalog and the lake, the others the API.
+    let command = match command {
+        Command::Report { run_id, json } => {
+            return match Lake::open(&settings.config.lake) {
+                Ok(lake) => report(&lake, run_id, json).await,
+                Err(e) => fail(&RunnerError::from(e)),
+            };
         }
-        Command::Backfill { from, to, filters } => (Dates::Range(from, to), filters, "backfill"),
-        Command::Daemon => {
-            if let Err(e) = runner.check_auth().await {
-                return fail(&e);
-            }
-            return match run_daemon(runner, shutdown.clone()).await {
-                Ok(()) if shutdown.is_cancelled() => ExitCode::from(EXIT_INTERRUPTED),
-                Ok(()) => ExitCode::SUCCESS,
+        Command::Maintain { entities } => {
+            return match Tables::open(&settings.config) {
+                Ok(tables) => maintain(&tables, &entities).await,
                 Err(e) => fail(&e),
             };
         }
-        Command::Validate { practice } => return validate(&runner, practice.as_deref()).await,
-        Command::Report { run_id, json } => return report(&runner, run_id, json).await,
-        Command::Maintain { entities } => return maintain(&runner, &entities).await,
-        Command::RebuildCurrent { entities } => return rebuild_current(&runner, &entities).await,
-        Command::Emulator(_) => unreachable!("served above"),
+        Command::RebuildCurrent { entities } => {
+            return match Tables::open(&settings.config) {
+                Ok(tables) => rebuild_current(&tables, &entities).await,
+                Err(e) => fail(&e),
+            };
+        }
+        command => command,
     };
+    // The embedded default's emulator serves while this lives.
+    let _emulator = match settings.start_emulator().await {
+        Ok(emulator) => emulator,
+        Err(e) => return fail(&e),
+    };
+    let config = settings.config;
+    let (dates, filters, command) = match command {
+        Command::Run { date, filters } => {
+            let dates = Dates::for_run(date, filters.force, config.sync.catch_up_days);
+            (dates, filters, "run")
+        }
+        Command::Backfill { from, to, filters } => (Dates::Range(from, to), filters, "backfill"),
+        Command::Daemon => return daemon(config).await,
+        Command::Validate { practice } => return validate(&config, practice.as_deref()).await,
+        _ => unreachable!("served above"),
+    };
+    let runner = match Runner::start(config, filters.shard).await {
+        Ok(runner) => runner,
+        Err(e) => return fail(&e),
+    };
+    let shutdown = shutdown_on_signals();
     if let Err(e) = runner.check_auth().await {
         return fail(&e);
     }
@@ -228,8 +242,24 @@ fn exit_code(report: &RunReport) -> ExitCode {
     }
 }
 
-async fn validate(runner: &Runner, practice: Option<&str>) -> ExitCode {
-    match runner.validate(practice).await {
+async fn daemon(config: Config) -> ExitCode {
+    let runner = match Runner::start(config, None).await {
+        Ok(runner) => Arc::new(runner),
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = runner.check_auth().await {
+        return fail(&e);
+    }
+    let shutdown = shutdown_on_signals();
+    match run_daemon(runner, shutdown.clone()).await {
+        Ok(()) if shutdown.is_cancelled() => ExitCode::from(EXIT_INTERRUPTED),
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+async fn validate(config: &Config, practice: Option<&str>) -> ExitCode {
+    match syncvet_runner::validate(config, practice).await {
         Ok(results) => {
             let mut ok = true;
             for (entity, outcome) in results {
@@ -251,8 +281,8 @@ async fn validate(runner: &Runner, practice: Option<&str>) -> ExitCode {
     }
 }
 
-async fn maintain(runner: &Runner, entities: &[String]) -> ExitCode {
-    let tables = match runner.maintain(entities).await {
+async fn maintain(tables: &Tables, entities: &[String]) -> ExitCode {
+    let tables = match tables.maintain(entities).await {
         Ok(tables) => tables,
         Err(e) => return fail(&e),
     };
@@ -285,8 +315,8 @@ async fn maintain(runner: &Runner, entities: &[String]) -> ExitCode {
     }
 }
 
-async fn rebuild_current(runner: &Runner, entities: &[String]) -> ExitCode {
-    let rebuilt = match runner.rebuild_current(entities).await {
+async fn rebuild_current(tables: &Tables, entities: &[String]) -> ExitCode {
+    let rebuilt = match tables.rebuild_current(entities).await {
         Ok(rebuilt) => rebuilt,
         Err(e) => return fail(&e),
     };
@@ -314,8 +344,7 @@ async fn rebuild_current(runner: &Runner, entities: &[String]) -> ExitCode {
     }
 }
 
-async fn report(runner: &Runner, run_id: Option<String>, json: bool) -> ExitCode {
-    let lake = runner.lake();
+async fn report(lake: &Lake, run_id: Option<String>, json: bool) -> ExitCode {
     let run_id = match run_id {
         Some(id) => id,
         None => match lake.latest_run_id().await {
@@ -345,9 +374,10 @@ async fn report(runner: &Runner, run_id: Option<String>, json: bool) -> ExitCode
     }
 }
 
-/// One line on stderr, exit 1: the run could not start.
-fn fail(error: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("error: {error}");
+/// One line on stderr (the error and its causes), exit 1: the run could
+/// not start.
+fn fail(error: &(dyn std::error::Error + 'static)) -> ExitCode {
+    eprintln!("error: {}", Chain(error));
     ExitCode::from(1)
 }
 

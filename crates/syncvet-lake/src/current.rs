@@ -68,7 +68,7 @@ use object_store::path::Path;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder};
 use parquet::file::statistics::Statistics;
-use syncvet_model::SourceType;
+use syncvet_model::{Chain, SourceType};
 use tokio::sync::mpsc;
 use twox_hash::XxHash3_128;
 
@@ -268,10 +268,10 @@ pub(crate) async fn update(
                     transactions.extend(merged.transactions);
                 }
                 Err(e) => {
-                    tracing::warn!(table = %current.name, source, error = %e, "could not merge a source into the current table; its batches stay pending");
+                    tracing::warn!(table = %current.name, source, error = %Chain(&e), "could not merge a source into the current table; its batches stay pending");
                     update
                         .errors
-                        .push(format!("{}: {source}: {e}", current.name));
+                        .push(format!("{}: {source}: {}", current.name, Chain(&e)));
                 }
             }
         }
@@ -677,7 +677,7 @@ impl Merge<'_> {
                 if let Some(w) = writer.take()
                     && let Err(abort) = w.abort().await
                 {
-                    tracing::debug!(error = %abort, "could not abort a current file's upload");
+                    tracing::debug!(error = %Chain(&abort), "could not abort a current file's upload");
                 }
                 return Err(e);
             }

@@ -108,7 +108,7 @@ pub enum LakeError {
         found: String,
     },
     /// delta-rs failed on a table (after its own and our commit retries).
-    #[error("Delta table {table}: {source}")]
+    #[error("Delta table {table}")]
     Delta {
         /// The table, relative to the lake root.
         table: String,
@@ -116,16 +116,16 @@ pub enum LakeError {
         source: Box<deltalake::DeltaTableError>,
     },
     /// The object store failed (after its own retries).
-    #[error("object store: {0}")]
+    #[error("object store")]
     Store(#[from] object_store::Error),
     /// Encoding Parquet failed.
-    #[error("parquet: {0}")]
-    Parquet(parquet::errors::ParquetError),
+    #[error("parquet")]
+    Parquet(#[source] parquet::errors::ParquetError),
     /// Building an Arrow batch failed.
-    #[error("arrow: {0}")]
+    #[error("arrow")]
     Arrow(#[from] arrow::error::ArrowError),
     /// Local file system I/O (creating the lake folder).
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The local path.
         path: String,

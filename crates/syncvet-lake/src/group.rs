@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use syncvet_model::SourceType;
+use syncvet_model::{Chain, SourceType};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -99,7 +99,7 @@ impl GroupCommitter {
     pub async fn finish(self) -> BetweenGroups {
         drop(self.tx);
         self.task.await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "the group committer stopped abnormally");
+            tracing::error!(error = %Chain(&e), "the group committer stopped abnormally");
             BetweenGroups::default()
         })
     }
@@ -151,11 +151,12 @@ async fn merge_current(lake: &Lake, days: &LandedDays, between: &mut BetweenGrou
             Ok(update) => between.current.absorb(update),
             Err(e) => {
                 // Its batches stay pending: the run's own update takes them.
-                tracing::warn!(entity, error = %e, "merging a group into the current table failed; the data is committed");
-                between
-                    .current
-                    .errors
-                    .push(format!("current/{}/{entity}: {e}", source.as_str()));
+                tracing::warn!(entity, error = %Chain(&e), "merging a group into the current table failed; the data is committed");
+                between.current.errors.push(format!(
+                    "current/{}/{entity}: {}",
+                    source.as_str(),
+                    Chain(&e)
+                ));
             }
         }
     }
@@ -170,8 +171,8 @@ async fn compact_days(lake: &Lake, days: LandedDays, between: &mut BetweenGroups
             match result {
                 Ok(done) => between.compacted += done,
                 Err(e) => {
-                    tracing::warn!(table, error = %e, "compaction between groups failed; the data is committed");
-                    between.errors.push(format!("{table}: {e}"));
+                    tracing::warn!(table, error = %Chain(&e), "compaction between groups failed; the data is committed");
+                    between.errors.push(format!("{table}: {}", Chain(&e)));
                 }
             }
         }

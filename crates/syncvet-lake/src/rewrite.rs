@@ -19,6 +19,7 @@ use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use syncvet_model::Chain;
 
 use crate::table::Partition;
 use crate::writer::FileSettings;
@@ -83,7 +84,7 @@ pub(crate) async fn rewrite(
             if let Some(writer) = writer
                 && let Err(abort) = writer.abort().await
             {
-                tracing::debug!(error = %abort, "could not abort a rewrite's upload");
+                tracing::debug!(error = %Chain(&abort), "could not abort a rewrite's upload");
             }
             Err(e)
         }

@@ -27,6 +27,7 @@ use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use syncvet_model::Chain;
 use tokio::sync::Mutex;
 use url::Url;
 
@@ -330,7 +331,7 @@ impl Table {
         for add in adds {
             let path = Path::from(add.path.as_str());
             if let Err(e) = store.delete(&path).await {
-                tracing::debug!(table = %self.name, %path, error = %e, "could not remove an uncommitted file");
+                tracing::debug!(table = %self.name, %path, error = %Chain(&e), "could not remove an uncommitted file");
             }
         }
     }
@@ -892,7 +893,7 @@ impl Table {
             {
                 Attempt::Landed(version) => return Ok(Some(version)),
                 Attempt::LostRace(e) if attempt < COMMIT_ATTEMPTS => {
-                    tracing::debug!(table = %self.name, attempt, error = %e, "lost a commit race; checking the plan on the new version");
+                    tracing::debug!(table = %self.name, attempt, error = %Chain(&e), "lost a commit race; checking the plan on the new version");
                     pause(attempt).await;
                 }
                 Attempt::LostRace(e) | Attempt::Failed(e) => return Err(self.error(e)),
@@ -1048,12 +1049,12 @@ impl Table {
         match committed {
             Ok(done) => {
                 if let Err(e) = refreshed {
-                    tracing::warn!(table = %self.name, error = %e, "committed, but could not read the log back");
+                    tracing::warn!(table = %self.name, error = %Chain(&e), "committed, but could not read the log back");
                 }
                 Attempt::Landed(done.version())
             }
             Err(e) if refreshed.is_ok() && state.commit_ids.contains(&commit_id) => {
-                tracing::warn!(table = %self.name, error = %e, "committed, but the post-commit step failed");
+                tracing::warn!(table = %self.name, error = %Chain(&e), "committed, but the post-commit step failed");
                 Attempt::Landed(state.table.version().unwrap_or_default())
             }
             Err(e) if lost_race(&e) => Attempt::LostRace(e),
@@ -1182,7 +1183,7 @@ impl Table {
                     break;
                 }
                 Attempt::LostRace(e) if attempt < COMMIT_ATTEMPTS => {
-                    tracing::debug!(table = %self.name, attempt, error = %e, "lost a commit race; retrying on the new version");
+                    tracing::debug!(table = %self.name, attempt, error = %Chain(&e), "lost a commit race; retrying on the new version");
                     self.delete_uncommitted(&rewritten).await;
                     pause(attempt).await;
                 }
@@ -1205,7 +1206,7 @@ impl Table {
     /// `e` for the first of `n` batches that failed as one, the same
     /// message for the others (errors are not `Clone`).
     pub(crate) fn same_error<T>(&self, n: usize, e: LakeError) -> Vec<Result<T, LakeError>> {
-        let reason = e.to_string();
+        let reason = Chain(&e).to_string();
         let mut first = Some(e);
         (0..n)
             .map(|_| {

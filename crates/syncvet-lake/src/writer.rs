@@ -17,7 +17,7 @@ use object_store::ObjectStore;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use syncvet_model::Entity;
+use syncvet_model::{Chain, Entity};
 
 use crate::quarantine::rejects_batch;
 use crate::table::{BatchChange, BatchId, PARTITION_COLUMN, Partition, Table};
@@ -236,7 +236,7 @@ impl Side {
         if let Some(w) = slot.take()
             && let Err(e) = w.abort().await
         {
-            tracing::debug!(table = %self.table.name, error = %e, "could not abort a file upload");
+            tracing::debug!(table = %self.table.name, error = %Chain(&e), "could not abort a file upload");
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum CatalogError {
     /// The catalog folder or one of its files could not be read.
-    #[error("cannot read catalog file {path}: {source}")]
+    #[error("cannot read catalog file {path}")]
     Read {
         /// The file or folder.
         path: PathBuf,
@@ -58,9 +58,47 @@ pub enum DecodeError {
         found: &'static str,
     },
     /// The text is not valid JSON (truncated, a stray byte, trailing data).
-    #[error("the page's items are not valid JSON: {0}")]
+    #[error("the page's items are not valid JSON")]
     Malformed(#[from] serde_json::Error),
     /// The columns could not be assembled into the entity's schema (a bug).
-    #[error("cannot assemble the Arrow batch: {0}")]
+    #[error("cannot assemble the Arrow batch")]
     Batch(#[from] arrow::error::ArrowError),
+}
+
+/// An error and its causes on one line (`outer: cause: cause`): how an
+/// error becomes text for a person, in a report, a log line or the exit
+/// message. Every error of the workspace names only its own level in its
+/// `Display` and keeps its cause as `source()`, so each cause is printed
+/// once. It lives in this crate because it is the one every crate that
+/// writes errors as text (lake, runner, binary) depends on.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        let io = std::io::Error::other("disk full");
+        let error = CatalogError::Read {
+            path: "pims/patients.toml".into(),
+            source: io,
+        };
+        assert_eq!(
+            Chain(&error).to_string(),
+            "cannot read catalog file pims/patients.toml: disk full"
+        );
+    }
 }

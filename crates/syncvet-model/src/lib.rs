@@ -22,8 +22,9 @@ mod catalog;
 mod decode;
 mod error;
 mod field_type;
+pub mod scan;
 
 pub use catalog::{Catalog, Entity, Field, FieldRole, SourceType};
 pub use decode::{DecodedPage, PageDecoder, Reject};
-pub use error::{CatalogError, DecodeError};
+pub use error::{CatalogError, Chain, DecodeError};
 pub use field_type::FieldType;

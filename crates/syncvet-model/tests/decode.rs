@@ -407,7 +407,8 @@ fn records_located_by_the_client_decode_like_the_whole_array() {
     let err = PageDecoder::new(entity, "p-1")
         .decode_records(&items, std::slice::from_ref(&outside))
         .unwrap_err();
-    assert!(err.to_string().contains("not within"), "{err}");
+    let text = syncvet_model::Chain(&err).to_string();
+    assert!(text.contains("not within"), "{text}");
 }
 
 /// An entity with one field of every type, from a user catalog folder.

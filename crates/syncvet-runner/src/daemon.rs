@@ -13,8 +13,9 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use syncvet_model::Chain;
+
 use crate::RunnerError;
-use crate::config::parse_timezone;
 use crate::plan::Dates;
 use crate::run::{Runner, SyncRequest};
 
@@ -62,8 +63,8 @@ pub async fn run_daemon(
             .into_future(),
     );
 
-    let timezone = parse_timezone("schedule.timezone", &config.schedule.timezone)?;
-    let scheduler = JobScheduler::new().await.map_err(scheduler_error)?;
+    let timezone = config.schedule.timezone;
+    let scheduler = JobScheduler::new().await.map_err(RunnerError::Scheduler)?;
     let tick = daemon.clone();
     let job = Job::new_async_tz(config.schedule.cron.as_str(), timezone, move |_, _| {
         let daemon = tick.clone();
@@ -75,15 +76,15 @@ pub async fn run_daemon(
             format!("`{}` is not a valid cron expression", config.schedule.cron),
         )
     })?;
-    scheduler.add(job).await.map_err(scheduler_error)?;
-    scheduler.start().await.map_err(scheduler_error)?;
+    scheduler.add(job).await.map_err(RunnerError::Scheduler)?;
+    scheduler.start().await.map_err(RunnerError::Scheduler)?;
     info!(cron = %config.schedule.cron, timezone = %config.schedule.timezone, "daemon scheduled");
 
     daemon.sync_once("catch-up").await;
     shutdown.cancelled().await;
     let mut scheduler = scheduler;
     if let Err(e) = scheduler.shutdown().await {
-        warn!(error = %e, "scheduler did not stop cleanly");
+        warn!(error = %Chain(&e), "scheduler did not stop cleanly");
     }
     // Wait for a sync in progress to wind down (it sees the same token).
     let _idle = daemon.syncing.lock().await;
@@ -119,18 +120,18 @@ impl Daemon {
                     warn!(run_id = %report.run_id, "some partitions failed:\n{}", report.summary());
                 }
             }
-            Err(e) => error!(error = %e, "sync could not start"),
+            Err(e) => error!(error = %Chain(&e), "sync could not start"),
         }
         // The night's maintenance: compaction, checkpoints, vacuum.
         if self.shutdown.is_cancelled() {
             return;
         }
-        match self.runner.maintain(&[]).await {
+        match self.runner.tables().maintain(&[]).await {
             Ok(tables) => {
                 let failed = tables.iter().filter(|t| t.error.is_some()).count();
                 info!(tables = tables.len(), failed, "maintenance finished");
             }
-            Err(e) => error!(error = %e, "maintenance could not start"),
+            Err(e) => error!(error = %Chain(&e), "maintenance could not start"),
         }
     }
 }
@@ -157,12 +158,5 @@ async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
             [(header::CONTENT_TYPE, "text/plain")],
             String::new(),
         ),
-    }
-}
-
-fn scheduler_error(e: tokio_cron_scheduler::JobSchedulerError) -> RunnerError {
-    RunnerError::Io {
-        what: "the cron scheduler".into(),
-        source: std::io::Error::other(e.to_string()),
     }
 }

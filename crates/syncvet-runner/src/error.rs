@@ -18,19 +18,22 @@ pub enum RunnerError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// The API refused the credentials or could not be reached at start.
-    #[error("API: {0}")]
+    #[error("API")]
     Api(#[from] ClientError),
     /// The lake could not be opened or read.
-    #[error("lake: {0}")]
+    #[error("lake")]
     Lake(#[from] LakeError),
     /// The in-process emulator or the daemon's HTTP endpoint could not start.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being started.
         what: String,
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The daemon's cron scheduler failed.
+    #[error("the cron scheduler")]
+    Scheduler(#[source] tokio_cron_scheduler::JobSchedulerError),
     /// `report` was asked for a run that the lake does not hold.
     #[error("no run report `{0}` in the lake")]
     NoSuchRun(String),

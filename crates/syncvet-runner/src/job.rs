@@ -16,8 +16,8 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 
 use syncvet_client::{ApiClient, BatchPage, ClientError, PageEvent};
-use syncvet_lake::{BatchWriter, GroupCommitter, Lake, PendingCommit};
-use syncvet_model::{DecodedPage, Entity, PageDecoder};
+use syncvet_lake::{BatchWriter, GroupCommitter, Lake, LakeError, PendingCommit};
+use syncvet_model::{Chain, DecodeError, DecodedPage, Entity, PageDecoder};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -39,9 +39,25 @@ pub(crate) struct JobContext<'a> {
 }
 
 /// Why a partition did not commit.
+#[derive(Debug, thiserror::Error)]
 enum Failure {
+    #[error(transparent)]
     Api(ClientError),
-    Other(String),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("page {page}")]
+    Decode {
+        page: u32,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("page {page}: the decoder stopped")]
+    DecoderStopped {
+        page: u32,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("interrupted before commit")]
     Interrupted,
 }
 
@@ -108,10 +124,7 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> L
                 None => return Ok(()),
                 Some(Decoded::Failed(failure)) => return Err(failure),
                 Some(Decoded::Restarted) => {
-                    writer
-                        .restart()
-                        .await
-                        .map_err(|e| Failure::Other(e.to_string()))?;
+                    writer.restart().await?;
                     tally = Tally::default();
                 }
                 Some(Decoded::Page {
@@ -123,16 +136,10 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> L
                     ctx.metrics
                         .page_decoded(page.batch.num_rows() as u64, page.rejects.len() as u64);
                     if page.batch.num_rows() > 0 {
-                        writer
-                            .write_batch(&page.batch)
-                            .await
-                            .map_err(|e| Failure::Other(e.to_string()))?;
+                        writer.write_batch(&page.batch).await?;
                     }
                     if !page.rejects.is_empty() {
-                        writer
-                            .write_rejects(&page.rejects)
-                            .await
-                            .map_err(|e| Failure::Other(e.to_string()))?;
+                        writer.write_rejects(&page.rejects).await?;
                     }
                 }
             }
@@ -157,7 +164,7 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> L
                 PartitionStatus::Committed { files, bytes }
             }
             Err(e) => PartitionStatus::Failed {
-                error: e.to_string(),
+                error: Chain(&e).to_string(),
             },
         },
         Err(failure) => {
@@ -165,7 +172,9 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> L
             match failure {
                 Failure::Interrupted => PartitionStatus::Interrupted,
                 Failure::Api(e) => PartitionStatus::from_client_error(&e),
-                Failure::Other(e) => PartitionStatus::Failed { error: e },
+                other => PartitionStatus::Failed {
+                    error: Chain(&other).to_string(),
+                },
             }
         }
     };
@@ -194,7 +203,7 @@ impl Landing {
             && let Err(e) = pending.await
         {
             report.status = PartitionStatus::Failed {
-                error: e.to_string(),
+                error: Chain(&e).to_string(),
             };
         }
         metrics.partition_done(&report);
@@ -270,15 +279,19 @@ fn decode_one(event: Result<PageEvent, ClientError>, idle: &mut Vec<PageDecoder>
                             body_bytes,
                         },
                     ),
-                    Ok((decoder, Err(e))) => (
+                    Ok((decoder, Err(source))) => (
                         Some(decoder),
-                        Decoded::Failed(Failure::Other(format!("page {number}: {e}"))),
+                        Decoded::Failed(Failure::Decode {
+                            page: number,
+                            source,
+                        }),
                     ),
-                    Err(e) => (
+                    Err(source) => (
                         None,
-                        Decoded::Failed(Failure::Other(format!(
-                            "page {number}: decoder failed: {e}"
-                        ))),
+                        Decoded::Failed(Failure::DecoderStopped {
+                            page: number,
+                            source,
+                        }),
                     ),
                 }
             })

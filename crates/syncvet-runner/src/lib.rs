@@ -2,7 +2,8 @@
 //!
 //! - [`Config`] is the one configuration file (`config` crate: TOML layered
 //!   with `SYNCVET_ETL__SECTION__KEY`), checked whole before any work starts.
-//! - [`Runner`] discovers the sources, plans (source × entity × date)
+//! - [`Runner`] (built by whoever composes it: the binary points `[api]`
+//!   at the embedded emulator when it serves one) discovers the sources, plans (source × entity × date)
 //!   partitions, skips those the lake already has (state lives in the Delta
 //!   tables' logs, so a re-run after a crash resumes), and syncs the rest:
 //!   `sync.concurrency` sources at once, `sync.entity_concurrency`
@@ -15,8 +16,11 @@
 //!   in-flight ones get `daemon.shutdown_grace_secs` to commit and are then
 //!   abandoned uncommitted (the lake never shows half a partition).
 //! - Once its batches are committed, a run maintains the tables it wrote
-//!   (the days it landed compacted, vacuum);
-//!   [`Runner::maintain`] does it for every day of every table.
+//!   (current tables merged, the days it landed compacted, vacuum);
+//!   [`Tables`] (the catalog and the lake, no API) does it for every day of
+//!   every table (`maintain`) and rebuilds current tables.
+//! - [`validate`] checks the configuration end to end through the API
+//!   without opening the lake.
 //! - Every run writes a [`RunReport`] to `_runs/{run_id}.json` in the lake.
 //! - [`run_daemon`] adds the cron schedule, catch-up, maintenance after
 //!   each sync and `/metrics`.
@@ -29,13 +33,15 @@ mod metrics;
 mod plan;
 mod report;
 mod run;
+mod tables;
+mod validate;
 
-pub use config::{
-    Config, DEFAULT_CONFIG, DaemonConfig, EmulatorSection, ScheduleConfig, SyncConfig,
-};
+pub use config::{Config, DaemonConfig, ScheduleConfig, SyncConfig, layer};
 pub use daemon::run_daemon;
 pub use error::RunnerError;
 pub use metrics::Metrics;
 pub use plan::{Dates, Shard};
 pub use report::{PartitionReport, PartitionStatus, RunMaintenance, RunReport, SourceFailure};
-pub use run::{CurrentRebuilt, Runner, SyncRequest, TableMaintained};
+pub use run::{Runner, SyncRequest};
+pub use tables::{CurrentRebuilt, TableMaintained, Tables};
+pub use validate::validate;

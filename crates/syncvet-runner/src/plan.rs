@@ -5,10 +5,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
+use syncvet_client::ApiClient;
 use syncvet_lake::PartitionKey;
 use syncvet_model::{Catalog, Entity, SourceType};
+use tracing::{info, warn};
 
 use crate::RunnerError;
+use crate::config::SyncConfig;
+use crate::report::SourceFailure;
 
 /// The longest date range one backfill may cover, so that a typo in a year
 /// does not plan a million partitions.
@@ -23,6 +27,68 @@ pub struct Source {
     pub source_type: SourceType,
     /// Its time zone, which decides what "yesterday" means for it.
     pub time_zone: chrono_tz::Tz,
+}
+
+/// The sources to read: listed by the API, narrowed to `requested` (empty:
+/// `sync.practices`, or all) and to the shard. Requested ids the API does
+/// not list, and sources of an unknown type, fail.
+pub(crate) async fn discover(
+    client: &ApiClient,
+    sync: &SyncConfig,
+    shard: Option<Shard>,
+    requested: &[String],
+) -> Result<(Vec<Source>, Vec<SourceFailure>), RunnerError> {
+    let listed = client.practices().await?;
+    let wanted = if requested.is_empty() {
+        &sync.practices
+    } else {
+        requested
+    };
+    let in_shard = |id: &str| shard.is_none_or(|s| s.contains(id));
+    let mut failures = Vec::new();
+    for id in wanted {
+        if in_shard(id) && !listed.iter().any(|p| &p.id == id) {
+            failures.push(SourceFailure {
+                source_id: id.clone(),
+                error: "not listed by the API's practices".into(),
+            });
+        }
+    }
+    let mut sources = Vec::new();
+    for practice in listed {
+        if !(wanted.is_empty() || wanted.contains(&practice.id)) || !in_shard(&practice.id) {
+            continue;
+        }
+        let Some(source_type) = SourceType::from_api(&practice.data_source_type) else {
+            failures.push(SourceFailure {
+                source_id: practice.id,
+                error: format!("unknown dataSourceType `{}`", practice.data_source_type),
+            });
+            continue;
+        };
+        if !practice.batch_sync_enabled {
+            info!(practice = %practice.id, "batch sync disabled for this source; skipped");
+            continue;
+        }
+        let time_zone = match practice
+            .time_zone
+            .as_deref()
+            .map(str::parse::<chrono_tz::Tz>)
+        {
+            Some(Ok(tz)) => tz,
+            Some(Err(_)) => {
+                warn!(practice = %practice.id, "unknown time zone; using sync.default_timezone");
+                sync.default_timezone
+            }
+            None => sync.default_timezone,
+        };
+        sources.push(Source {
+            id: practice.id,
+            source_type,
+            time_zone,
+        });
+    }
+    Ok((sources, failures))
 }
 
 /// Which batch dates a run covers.

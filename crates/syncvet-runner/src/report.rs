@@ -8,6 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use syncvet_client::{ClientError, StreamStats};
 use syncvet_lake::{Compacted, CurrentUpdate, PartitionKey};
+use syncvet_model::Chain;
 
 /// How one partition ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,7 +42,7 @@ pub enum PartitionStatus {
 
 impl PartitionStatus {
     pub(crate) fn from_client_error(error: &ClientError) -> PartitionStatus {
-        let text = error.to_string();
+        let text = Chain(error).to_string();
         match error {
             ClientError::Forbidden { .. } => PartitionStatus::Forbidden { error: text },
             ClientError::NotReady { .. } => PartitionStatus::NotReady { error: text },

@@ -1,4 +1,5 @@
-//! The runner in-process against the embedded emulator. The daemon:
+//! The runner in-process against the embedded emulator, composed as the
+//! binary composes it. The daemon:
 //! catch-up at start, cron ticks that never overlap, /healthz, /metrics, and
 //! a clean stop. `run` without `--date`: the missed recent nights, and only
 //! those.
@@ -8,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Days, NaiveDate, Utc};
+use syncvet_etl::Settings;
 use syncvet_model::SourceType;
-use syncvet_runner::{Config, Dates, RunReport, Runner, SyncRequest, run_daemon};
+use syncvet_runner::{Dates, RunReport, Runner, SyncRequest, run_daemon};
 use tokio_util::sync::CancellationToken;
 
 fn free_port() -> u16 {
@@ -50,8 +52,9 @@ async fn daemon_catches_up_serves_metrics_and_stops_cleanly() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let config = Config::load(None, env).unwrap();
-    let runner = Arc::new(Runner::start(config, None).await.unwrap());
+    let mut settings = Settings::load(None, env).unwrap();
+    let _emulator = settings.start_emulator().await.unwrap();
+    let runner = Arc::new(Runner::start(settings.config, None).await.unwrap());
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(run_daemon(runner, shutdown.clone()));
 
@@ -159,9 +162,10 @@ async fn run_without_a_date_lands_exactly_the_missing_recent_dates() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let config = Config::load(None, env).unwrap();
-    let settings = config.emulator.settings.clone();
-    let runner = Runner::start(config, None).await.unwrap();
+    let mut loaded = Settings::load(None, env).unwrap();
+    let _emulator = loaded.start_emulator().await.unwrap();
+    let settings = loaded.emulator.settings.clone();
+    let runner = Runner::start(loaded.config, None).await.unwrap();
     let sync = async |dates: Dates, force: bool| {
         let request = SyncRequest {
             command: "run",

@@ -10,6 +10,10 @@
 //! a sixth of a sync's CPU less (`tests/BENCHMARKS.md`). No crate offers
 //! this: JSON parsers validate as they go, which is the work saved here.
 //!
+//! The decoder splits a page's `items` with the same scan
+//! ([`PageDecoder::decode`](crate::PageDecoder::decode)), so every path
+//! (sync, validate, tests) finds records one way.
+//!
 //! Every function returns `None` for text that cannot be what it expects
 //! (cut short, unbalanced, an empty element): the caller then asks a real
 //! parser for a precise error.
@@ -17,7 +21,7 @@
 use std::ops::Range;
 
 /// The index after the whitespace from `i`.
-pub(crate) fn skip_whitespace(b: &[u8], mut i: usize) -> usize {
+pub fn skip_whitespace(b: &[u8], mut i: usize) -> usize {
     while b
         .get(i)
         .is_some_and(|c| matches!(c, b' ' | b'\n' | b'\r' | b'\t'))
@@ -44,7 +48,7 @@ fn bytes_equal(word: u64, byte: u8) -> u64 {
 }
 
 /// The index after the string whose opening quote is just before `i`.
-pub(crate) fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+pub fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
         while let Some(w) = word(b, i) {
             let found = bytes_equal(w, b'"') | bytes_equal(w, b'\\');
@@ -156,7 +160,7 @@ fn container_end(b: &[u8], start: usize) -> Option<usize> {
 /// The end of the value that starts at `i` (no whitespace before it): a
 /// string, an object or array (brackets counted, strings skipped), or a
 /// scalar up to the next delimiter.
-pub(crate) fn value_end(b: &[u8], i: usize) -> Option<usize> {
+pub fn value_end(b: &[u8], i: usize) -> Option<usize> {
     match *b.get(i)? {
         b'"' => string_end(b, i + 1),
         b'{' | b'[' => container_end(b, i),
@@ -172,7 +176,7 @@ pub(crate) fn value_end(b: &[u8], i: usize) -> Option<usize> {
 
 /// The range of each element of the array that starts at `b[i] == '['`,
 /// and the index after its `]`.
-pub(crate) fn array_elements(b: &[u8], i: usize) -> Option<(Vec<Range<usize>>, usize)> {
+pub fn array_elements(b: &[u8], i: usize) -> Option<(Vec<Range<usize>>, usize)> {
     if b.get(i) != Some(&b'[') {
         return None;
     }
@@ -198,7 +202,7 @@ pub(crate) fn array_elements(b: &[u8], i: usize) -> Option<(Vec<Range<usize>>, u
 /// are) and where its value starts; `member` scans the value and says
 /// where it ends. `None` unless the object is whole and nothing but
 /// whitespace follows it.
-pub(crate) fn object_members(
+pub fn object_members(
     b: &[u8],
     i: usize,
     mut member: impl FnMut(Range<usize>, usize) -> Option<usize>,
