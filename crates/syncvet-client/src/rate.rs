@@ -486,9 +486,12 @@ fn cut(
 /// Answers (let through or 429) by how many requests were in flight when
 /// each was sent, to tell a cap on requests in flight from a rate limit.
 /// Under a cap of `c`, the client, which counts a request from before it
-/// reaches the server until after its answer is back, never draws a 429
-/// with `c` or fewer in flight, and draws many above; under a rate limit,
-/// 429s are as likely at any level.
+/// reaches the server until after its answer is back, draws many 429s
+/// above `c` and almost none at `c` or below; under a rate limit, 429s are
+/// as likely at any level. Almost: a request granted with `c` or fewer in
+/// flight can reach the server after requests granted later (a new
+/// connection, a token fetch, a busy core) and find `c` there, so a level
+/// counts as clean when a small share of its answers were 429s, not none.
 #[derive(Debug, Default)]
 struct InFlightLevels {
     /// Index `n - 1`: (let through, limited) at `n` in flight.
@@ -502,6 +505,9 @@ impl InFlightLevels {
     const MIN_SAMPLE: u32 = 5;
     /// Share of 429s from a level up that marks it as over a cap.
     const OVER_CAP_SHARE: f64 = 0.25;
+    /// Share of 429s a clean level (and the levels below it, together) may
+    /// have drawn from requests overtaken on their way.
+    const STRAY_SHARE: f64 = 0.05;
 
     fn answered(&mut self, in_flight: u32, let_through: bool) {
         let level = (in_flight as usize).clamp(1, Self::MAX_LEVEL);
@@ -513,25 +519,35 @@ impl InFlightLevels {
     }
 
     /// The cap that a 429 at `in_flight` points to, if it is a cap's doing:
-    /// the highest level below it with answers and no 429 at all, when at
-    /// least a quarter of the answers from `in_flight` up were 429s.
+    /// the highest level below it with enough answers, nearly all let
+    /// through, as were those of every level below it, when at least a
+    /// quarter of the answers from `in_flight` up were 429s.
     fn concurrency_cap(&self, in_flight: u32) -> Option<u32> {
         let level = (in_flight as usize).clamp(1, Self::MAX_LEVEL);
-        let (ok, limited) = self.counts[level - 1..]
-            .iter()
-            .fold((0, 0), |(a, b), (ok, limited)| (a + ok, b + limited));
+        let (ok, limited) = sum(&self.counts[level - 1..]);
         if f64::from(limited) < Self::OVER_CAP_SHARE * f64::from(ok + limited) {
             return None;
         }
-        let clean = self.counts[..level - 1]
-            .iter()
-            .rposition(|&(ok, limited)| limited == 0 && ok >= Self::MIN_SAMPLE)?;
-        // Every level below the clean one must be free of 429s too.
-        self.counts[..clean]
-            .iter()
-            .all(|&(_, limited)| limited == 0)
-            .then_some(clean as u32 + 1)
+        let nearly_clean = |(ok, limited): (u32, u32)| {
+            f64::from(limited) <= Self::STRAY_SHARE * f64::from(ok + limited)
+        };
+        (1..level)
+            .rev()
+            .find(|&clean| {
+                let at = self.counts[clean - 1];
+                at.0 >= Self::MIN_SAMPLE
+                    && nearly_clean(at)
+                    && nearly_clean(sum(&self.counts[..clean]))
+            })
+            .map(|clean| clean as u32)
     }
+}
+
+/// (let through, limited) over `levels`.
+fn sum(levels: &[(u32, u32)]) -> (u32, u32) {
+    levels
+        .iter()
+        .fold((0, 0), |(a, b), (ok, limited)| (a + ok, b + limited))
 }
 
 /// Whether a setting may grow to `next` now: below the level that drew the

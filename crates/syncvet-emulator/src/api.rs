@@ -20,9 +20,11 @@ use chrono::NaiveDate;
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::EmulatorConfig;
 use crate::auth;
 use crate::limits::InFlight;
 use crate::page::{self, TokenProblem};
+use crate::plan::EntityPlan;
 use crate::sources::{self, parse_source_id};
 use crate::state::{Pause, Settings, Shared};
 use crate::stats::Fault;
@@ -106,42 +108,7 @@ async fn admit(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         response
     })?;
-    let arrival = Instant::now();
-    let grace = Duration::from_millis(config.early_retry_grace_ms);
-    let admitted = {
-        let mut pauses = shared.pauses.lock().unwrap_or_else(|e| e.into_inner());
-        if pauses
-            .get(&client)
-            .is_some_and(|pause| pause.is_early(arrival, grace))
-        {
-            shared.counters.early_retries.fetch_add(1, Relaxed);
-        }
-        let admitted = settings.gateway.admit(&client);
-        if let Err(limited) = admitted {
-            let last = pauses.get(&client).copied();
-            pauses.insert(
-                client,
-                Pause::after(last, Instant::now(), limited.retry_after),
-            );
-        }
-        admitted
-    };
-    let in_flight = match admitted {
-        Ok(in_flight) => in_flight,
-        Err(limited) => {
-            shared.counters.limited(limited.kind);
-            let mut response = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
-                "rate limit exceeded; retry after the Retry-After delay",
-            );
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(limited.retry_after.as_secs()),
-            );
-            return Err(response);
-        }
-    };
+    let in_flight = pass_gateway(shared, settings, client)?;
     if config.latency_ms > 0 {
         let jitter = shared.roll(config.seed) * 2.0;
         shared.counters.fault(Fault::Latency);
@@ -150,6 +117,53 @@ async fn admit(
         ))
         .await;
     }
+    match injected_fault(shared, config) {
+        Some(response) => Err(response),
+        None => Ok(in_flight),
+    }
+}
+
+/// The gateway's limits (429 with Retry-After), counting an early retry:
+/// a request of a client still inside the pause its last 429 gave it.
+fn pass_gateway(
+    shared: &Shared,
+    settings: &Settings,
+    client: String,
+) -> Result<InFlight, Response> {
+    let arrival = Instant::now();
+    let grace = Duration::from_millis(settings.config.early_retry_grace_ms);
+    let mut pauses = shared.pauses.lock().unwrap_or_else(|e| e.into_inner());
+    if pauses
+        .get(&client)
+        .is_some_and(|pause| pause.is_early(arrival, grace))
+    {
+        shared.counters.early_retries.fetch_add(1, Relaxed);
+    }
+    let limited = match settings.gateway.admit(&client) {
+        Ok(in_flight) => return Ok(in_flight),
+        Err(limited) => limited,
+    };
+    let last = pauses.get(&client).copied();
+    pauses.insert(
+        client,
+        Pause::after(last, Instant::now(), limited.retry_after),
+    );
+    drop(pauses);
+    shared.counters.limited(limited.kind);
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TooManyRequests",
+        "rate limit exceeded; retry after the Retry-After delay",
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(limited.retry_after.as_secs()),
+    );
+    Err(response)
+}
+
+/// The response of the fault the dice chose (drop, 500, 503, 408), if any.
+fn injected_fault(shared: &Shared, config: &EmulatorConfig) -> Option<Response> {
     let roll = shared.roll(config.seed);
     let mut threshold = 0.0;
     for (rate, fault) in [
@@ -161,7 +175,7 @@ async fn admit(
         threshold += rate;
         if roll < threshold {
             shared.counters.fault(fault);
-            return Err(match fault {
+            return Some(match fault {
                 Fault::Drop => {
                     let mut response = Response::new(Body::empty());
                     response.extensions_mut().insert(DropConnection);
@@ -185,7 +199,7 @@ async fn admit(
             });
         }
     }
-    Ok(in_flight)
+    None
 }
 
 fn page_size(query: &HashMap<String, String>, max: u32) -> Result<u64, Refusal> {
@@ -304,34 +318,10 @@ async fn batch(
         Err(response) => return response,
     };
     let config = &settings.config;
-    if config.forbidden_sources.contains(&practice_id) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            &format!("this consumer is not authorized for batch sync of {practice_id}"),
-        );
-    }
-    let Some((source_type, _)) = parse_source_id(config, &practice_id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "PracticeNotFound",
-            &format!("no practice {practice_id}"),
-        );
+    let plan = match served_entity(&shared, config, &practice_id, &entity) {
+        Ok(plan) => plan,
+        Err(response) => return response,
     };
-    let Some(plan) = shared.plans.get(&entity) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "UnknownEntity",
-            &format!("no entity {entity}"),
-        );
-    };
-    if plan.source_type != source_type {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "EntityNotServed",
-            &format!("{practice_id} is a {source_type} source and does not serve {entity}"),
-        );
-    }
     let query = match query {
         Ok(Query(q)) => q,
         Err(rejection) => return bad_query(rejection),
@@ -362,19 +352,8 @@ async fn batch(
             "the continuation token is past the end",
         );
     }
-    if config.not_ready_polls > 0 {
-        let key = (
-            practice_id.clone(),
-            entity.clone(),
-            page::days_since_epoch(date),
-        );
-        let mut polls = shared.polls.lock().unwrap_or_else(|e| e.into_inner());
-        let seen = polls.entry(key).or_insert(0);
-        if *seen < config.not_ready_polls {
-            *seen += 1;
-            shared.counters.not_ready.fetch_add(1, Relaxed);
-            return (StatusCode::ACCEPTED, Json(json!({"status": "Processing"}))).into_response();
-        }
+    if not_ready_yet(&shared, config, &practice_id, &entity, date) {
+        return (StatusCode::ACCEPTED, Json(json!({"status": "Processing"}))).into_response();
     }
     let end = start.saturating_add(size).min(total);
     let token = next_token(&shared, &settings, scope, end, total);
@@ -388,30 +367,77 @@ async fn batch(
         total,
         token.as_deref(),
     );
-    let counters = &shared.counters;
-    counters
-        .records_served
-        .fetch_add(page.tally.records, Relaxed);
-    counters
-        .dirty_records_served
-        .fetch_add(page.tally.dirty, Relaxed);
-    counters
-        .drift_records_served
-        .fetch_add(page.tally.drift, Relaxed);
-    counters
-        .changed_records_served
-        .fetch_add(page.tally.changed, Relaxed);
-    counters
-        .deleted_records_served
-        .fetch_add(page.tally.deleted, Relaxed);
-    counters
-        .bytes_served
-        .fetch_add(page.body.len() as u64, Relaxed);
+    shared.counters.served(&page.tally, page.body.len());
     let mut response = json_bytes(StatusCode::OK, page.body);
     if config.truncate_rate > 0.0 && shared.roll(config.seed) < config.truncate_rate {
         response.extensions_mut().insert(TruncateBody);
     }
     response
+}
+
+/// The entity's plan, when this source may be read, exists and serves the
+/// entity; else the refusal (403, 404, 400).
+fn served_entity<'a>(
+    shared: &'a Shared,
+    config: &EmulatorConfig,
+    practice_id: &str,
+    entity: &str,
+) -> Result<&'a EntityPlan, Response> {
+    if config.forbidden_sources.iter().any(|id| id == practice_id) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!("this consumer is not authorized for batch sync of {practice_id}"),
+        ));
+    }
+    let Some((source_type, _)) = parse_source_id(config, practice_id) else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "PracticeNotFound",
+            &format!("no practice {practice_id}"),
+        ));
+    };
+    let Some(plan) = shared.plans.get(entity) else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "UnknownEntity",
+            &format!("no entity {entity}"),
+        ));
+    };
+    if plan.source_type != source_type {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "EntityNotServed",
+            &format!("{practice_id} is a {source_type} source and does not serve {entity}"),
+        ));
+    }
+    Ok(plan)
+}
+
+/// Whether this batch still answers 202 (`not_ready_polls` times each).
+fn not_ready_yet(
+    shared: &Shared,
+    config: &EmulatorConfig,
+    practice_id: &str,
+    entity: &str,
+    date: NaiveDate,
+) -> bool {
+    if config.not_ready_polls == 0 {
+        return false;
+    }
+    let key = (
+        practice_id.to_owned(),
+        entity.to_owned(),
+        page::days_since_epoch(date),
+    );
+    let mut polls = shared.polls.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = polls.entry(key).or_insert(0);
+    if *seen >= config.not_ready_polls {
+        return false;
+    }
+    *seen += 1;
+    shared.counters.not_ready.fetch_add(1, Relaxed);
+    true
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Response {

@@ -128,6 +128,18 @@ impl Counters {
         self.rate_limited_by[kind.index()].fetch_add(1, Relaxed);
     }
 
+    /// A batch page served: its records by kind, and its bytes.
+    pub(crate) fn served(&self, tally: &crate::records::RecordTally, bytes: usize) {
+        self.records_served.fetch_add(tally.records, Relaxed);
+        self.dirty_records_served.fetch_add(tally.dirty, Relaxed);
+        self.drift_records_served.fetch_add(tally.drift, Relaxed);
+        self.changed_records_served
+            .fetch_add(tally.changed, Relaxed);
+        self.deleted_records_served
+            .fetch_add(tally.deleted, Relaxed);
+        self.bytes_served.fetch_add(bytes as u64, Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> Stats {
         let by_status: BTreeMap<String, u64> = self
             .by_status

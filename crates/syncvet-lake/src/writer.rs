@@ -244,7 +244,7 @@ impl Side {
 /// What a batch is written to; shared by reference across awaits, so it
 /// is `Sync` (the Parquet encoders in [`BatchWriter`] are not).
 #[derive(Clone)]
-struct Target {
+struct BatchSink {
     lake: Lake,
     entity: Arc<Entity>,
     key: PartitionKey,
@@ -259,7 +259,7 @@ struct Target {
 /// but no reader sees them until [`BatchWriter::commit`] adds them to the
 /// log; dropping or aborting the writer commits nothing.
 pub struct BatchWriter {
-    t: Target,
+    t: BatchSink,
     data: Option<PartitionWriter>,
     quarantine: Option<PartitionWriter>,
     /// The batch's transaction versions (history, quarantine) when the
@@ -293,7 +293,7 @@ impl BatchWriter {
             schema: crate::quarantine::file_schema(),
         };
         BatchWriter {
-            t: Target {
+            t: BatchSink {
                 batch: BatchId {
                     source_id: key.source_id.clone(),
                     batch_date: key.batch_date,
@@ -470,7 +470,7 @@ impl BatchWriter {
 
 /// A batch written, reconciled and closed, not yet committed.
 pub struct StagedBatch {
-    t: Target,
+    t: BatchSink,
     data: Vec<Add>,
     quarantine: Vec<Add>,
     rows: u64,
@@ -672,7 +672,7 @@ pub(crate) async fn commit_all(staged: Vec<StagedBatch>) -> Vec<Result<CommitSum
         .collect()
 }
 
-impl Target {
+impl BatchSink {
     fn lineage(&self, rows: usize) -> [ArrayRef; 2] {
         [
             Arc::new(StringArray::from_iter_values(std::iter::repeat_n(

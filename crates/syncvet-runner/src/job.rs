@@ -40,7 +40,7 @@ pub(crate) struct JobContext<'a> {
 
 /// Why a partition did not commit.
 #[derive(Debug, thiserror::Error)]
-enum Failure {
+enum PartitionFailure {
     #[error(transparent)]
     Api(ClientError),
     #[error(transparent)]
@@ -70,7 +70,7 @@ enum Decoded {
     },
     /// The upstream expired our continuation token: start the entity again.
     Restarted,
-    Failed(Failure),
+    Failed(PartitionFailure),
 }
 
 /// Counts of one attempt at a partition; reset when the upstream restarts it.
@@ -114,68 +114,28 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> L
     ));
 
     let mut tally = Tally::default();
-    let outcome: Result<(), Failure> = async {
-        loop {
-            let decoded = tokio::select! {
-                _ = ctx.abort.cancelled() => return Err(Failure::Interrupted),
-                decoded = decoded_rx.recv() => decoded,
-            };
-            match decoded {
-                None => return Ok(()),
-                Some(Decoded::Failed(failure)) => return Err(failure),
-                Some(Decoded::Restarted) => {
-                    writer.restart().await?;
-                    tally = Tally::default();
-                }
-                Some(Decoded::Page {
-                    page,
-                    total_count,
-                    body_bytes,
-                }) => {
-                    tally.add(&page, total_count, body_bytes);
-                    ctx.metrics
-                        .page_decoded(page.batch.num_rows() as u64, page.rejects.len() as u64);
-                    if page.batch.num_rows() > 0 {
-                        writer.write_batch(&page.batch).await?;
-                    }
-                    if !page.rejects.is_empty() {
-                        writer.write_rejects(&page.rejects).await?;
-                    }
-                }
-            }
-        }
-    }
-    .await;
+    let outcome = write_pages(ctx, &mut writer, &mut decoded_rx, &mut tally).await;
 
     // Dropping the receiver ends the decoder, which ends the fetcher.
     drop(decoded_rx);
-    if matches!(outcome, Err(Failure::Interrupted)) {
+    if matches!(outcome, Err(PartitionFailure::Interrupted)) {
         fetcher.abort();
     }
     decoding.abort();
     let stream_stats = fetcher.await.unwrap_or_default();
 
-    let mut pending = None;
-    let status = match outcome {
-        Ok(()) => match writer.stage(tally.total_count).await {
-            Ok(staged) => {
-                let (files, bytes) = staged.files();
-                pending = Some(ctx.committer.submit(staged));
-                PartitionStatus::Committed { files, bytes }
-            }
-            Err(e) => PartitionStatus::Failed {
-                error: Chain(&e).to_string(),
-            },
-        },
+    let (status, pending) = match outcome {
+        Ok(()) => stage(ctx, writer, tally.total_count).await,
         Err(failure) => {
             abort_quietly(writer).await;
-            match failure {
-                Failure::Interrupted => PartitionStatus::Interrupted,
-                Failure::Api(e) => PartitionStatus::from_client_error(&e),
+            let status = match failure {
+                PartitionFailure::Interrupted => PartitionStatus::Interrupted,
+                PartitionFailure::Api(e) => PartitionStatus::from_client_error(&e),
                 other => PartitionStatus::Failed {
                     error: Chain(&other).to_string(),
                 },
-            }
+            };
+            (status, None)
         }
     };
     let report = PartitionReport::new(
@@ -186,6 +146,66 @@ pub(crate) async fn sync_partition(ctx: &JobContext<'_>, job: PartitionJob) -> L
         tally.into_counts(),
     );
     Landing { report, pending }
+}
+
+/// The writer stage: decoded pages (in page order) into the batch's files,
+/// until the last page, a failure, a restart (which drops what was
+/// written) or the abort.
+async fn write_pages(
+    ctx: &JobContext<'_>,
+    writer: &mut BatchWriter,
+    decoded_rx: &mut mpsc::Receiver<Decoded>,
+    tally: &mut Tally,
+) -> Result<(), PartitionFailure> {
+    loop {
+        let decoded = tokio::select! {
+            _ = ctx.abort.cancelled() => return Err(PartitionFailure::Interrupted),
+            decoded = decoded_rx.recv() => decoded,
+        };
+        match decoded {
+            None => return Ok(()),
+            Some(Decoded::Failed(failure)) => return Err(failure),
+            Some(Decoded::Restarted) => {
+                writer.restart().await?;
+                *tally = Tally::default();
+            }
+            Some(Decoded::Page {
+                page,
+                total_count,
+                body_bytes,
+            }) => {
+                tally.add(&page, total_count, body_bytes);
+                ctx.metrics
+                    .page_decoded(page.batch.num_rows() as u64, page.rejects.len() as u64);
+                if page.batch.num_rows() > 0 {
+                    writer.write_batch(&page.batch).await?;
+                }
+                if !page.rejects.is_empty() {
+                    writer.write_rejects(&page.rejects).await?;
+                }
+            }
+        }
+    }
+}
+
+/// Stages the whole batch (reconciled with the source's count) and hands it
+/// to the group committer.
+async fn stage(
+    ctx: &JobContext<'_>,
+    writer: BatchWriter,
+    total_count: Option<u64>,
+) -> (PartitionStatus, Option<PendingCommit>) {
+    match writer.stage(total_count).await {
+        Ok(staged) => {
+            let (files, bytes) = staged.files();
+            let pending = ctx.committer.submit(staged);
+            (PartitionStatus::Committed { files, bytes }, Some(pending))
+        }
+        Err(e) => {
+            let error = Chain(&e).to_string();
+            (PartitionStatus::Failed { error }, None)
+        }
+    }
 }
 
 /// A partition synced: its report, and its commit while its group waits.
@@ -254,7 +274,10 @@ async fn decode_pages(
 
 fn decode_one(event: Result<PageEvent, ClientError>, idle: &mut Vec<PageDecoder>) -> Decoding {
     match event {
-        Err(e) => Box::pin(std::future::ready((None, Decoded::Failed(Failure::Api(e))))),
+        Err(e) => Box::pin(std::future::ready((
+            None,
+            Decoded::Failed(PartitionFailure::Api(e)),
+        ))),
         Ok(PageEvent::Restarted) => Box::pin(std::future::ready((None, Decoded::Restarted))),
         Ok(PageEvent::Page(page)) => {
             let mut decoder = idle.pop().expect("a decoder is idle when a page is taken");
@@ -281,14 +304,14 @@ fn decode_one(event: Result<PageEvent, ClientError>, idle: &mut Vec<PageDecoder>
                     ),
                     Ok((decoder, Err(source))) => (
                         Some(decoder),
-                        Decoded::Failed(Failure::Decode {
+                        Decoded::Failed(PartitionFailure::Decode {
                             page: number,
                             source,
                         }),
                     ),
                     Err(source) => (
                         None,
-                        Decoded::Failed(Failure::DecoderStopped {
+                        Decoded::Failed(PartitionFailure::DecoderStopped {
                             page: number,
                             source,
                         }),

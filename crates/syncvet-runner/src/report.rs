@@ -236,64 +236,70 @@ impl RunReport {
 
     /// The human summary: one line per entity, then every failure.
     pub fn summary(&self) -> String {
-        #[derive(Default)]
-        struct Line {
-            committed: u64,
-            failed: u64,
-            rows: u64,
-            rejects: u64,
-            drift: u64,
-            bytes: u64,
-        }
-        let mut lines: BTreeMap<&str, Line> = BTreeMap::new();
-        for p in &self.partitions {
-            let line = lines.entry(&p.entity).or_default();
-            if p.status.is_committed() {
-                line.committed += 1;
-            } else {
-                line.failed += 1;
-            }
-            line.rows += p.rows;
-            line.rejects += p.rejects;
-            line.drift += p.unknown_keys.values().sum::<u64>();
-            line.bytes += p.bytes();
-        }
         let mut out = String::new();
         let _ = writeln!(
             out,
             "run {} ({}), {:.1} s, lake {}",
             self.run_id, self.command, self.duration_secs, self.lake
         );
+        self.write_entity_table(&mut out);
+        self.write_upkeep(&mut out);
+        if self.skipped > 0 {
+            let _ = writeln!(
+                out,
+                "{} partitions skipped: already in the lake (use --force to rewrite)",
+                self.skipped
+            );
+        }
+        for s in &self.source_failures {
+            let _ = writeln!(out, "FAILED source {}: {}", s.source_id, s.error);
+        }
+        for p in self.failed() {
+            let _ = writeln!(
+                out,
+                "{} {}/{} {} {}: {}",
+                p.status.label().to_uppercase(),
+                p.source_type,
+                p.entity,
+                p.source_id,
+                p.batch_date,
+                p.status.error().unwrap_or_default()
+            );
+        }
+        if self.interrupted {
+            let _ = writeln!(out, "INTERRUPTED: run again to complete the rest");
+        }
+        out
+    }
+
+    /// The partitions' counts, a line per entity and the total.
+    fn write_entity_table(&self, out: &mut String) {
+        let mut lines: BTreeMap<&str, EntityLine> = BTreeMap::new();
+        for p in &self.partitions {
+            lines.entry(&p.entity).or_default().add(&EntityLine {
+                committed: u64::from(p.status.is_committed()),
+                failed: u64::from(!p.status.is_committed()),
+                rows: p.rows,
+                rejects: p.rejects,
+                drift: p.unknown_keys.values().sum::<u64>(),
+                bytes: p.bytes(),
+            });
+        }
         let _ = writeln!(
             out,
             "{:<24} {:>9} {:>7} {:>12} {:>9} {:>9} {:>12}",
             "entity", "committed", "failed", "rows", "rejects", "drift", "bytes"
         );
-        let mut total = Line::default();
-        for (entity, l) in &lines {
-            let _ = writeln!(
-                out,
-                "{entity:<24} {:>9} {:>7} {:>12} {:>9} {:>9} {:>12}",
-                l.committed, l.failed, l.rows, l.rejects, l.drift, l.bytes
-            );
-            total.committed += l.committed;
-            total.failed += l.failed;
-            total.rows += l.rows;
-            total.rejects += l.rejects;
-            total.drift += l.drift;
-            total.bytes += l.bytes;
+        let mut total = EntityLine::default();
+        for (entity, line) in &lines {
+            line.write(out, entity);
+            total.add(line);
         }
-        let _ = writeln!(
-            out,
-            "{:<24} {:>9} {:>7} {:>12} {:>9} {:>9} {:>12}",
-            "total",
-            total.committed,
-            total.failed,
-            total.rows,
-            total.rejects,
-            total.drift,
-            total.bytes
-        );
+        total.write(out, "total");
+    }
+
+    /// The current tables' merge and the maintenance, with their failures.
+    fn write_upkeep(&self, out: &mut String) {
         let c = &self.current;
         if c.sources > 0 {
             let _ = writeln!(
@@ -322,32 +328,36 @@ impl RunReport {
         for e in &m.errors {
             let _ = writeln!(out, "MAINTENANCE FAILED (the data is committed) {e}");
         }
-        if self.skipped > 0 {
-            let _ = writeln!(
-                out,
-                "{} partitions skipped: already in the lake (use --force to rewrite)",
-                self.skipped
-            );
-        }
-        for s in &self.source_failures {
-            let _ = writeln!(out, "FAILED source {}: {}", s.source_id, s.error);
-        }
-        for p in self.failed() {
-            let _ = writeln!(
-                out,
-                "{} {}/{} {} {}: {}",
-                p.status.label().to_uppercase(),
-                p.source_type,
-                p.entity,
-                p.source_id,
-                p.batch_date,
-                p.status.error().unwrap_or_default()
-            );
-        }
-        if self.interrupted {
-            let _ = writeln!(out, "INTERRUPTED: run again to complete the rest");
-        }
-        out
+    }
+}
+
+/// One line of the summary's entity table.
+#[derive(Default)]
+struct EntityLine {
+    committed: u64,
+    failed: u64,
+    rows: u64,
+    rejects: u64,
+    drift: u64,
+    bytes: u64,
+}
+
+impl EntityLine {
+    fn add(&mut self, other: &EntityLine) {
+        self.committed += other.committed;
+        self.failed += other.failed;
+        self.rows += other.rows;
+        self.rejects += other.rejects;
+        self.drift += other.drift;
+        self.bytes += other.bytes;
+    }
+
+    fn write(&self, out: &mut String, name: &str) {
+        let _ = writeln!(
+            out,
+            "{name:<24} {:>9} {:>7} {:>12} {:>9} {:>9} {:>12}",
+            self.committed, self.failed, self.rows, self.rejects, self.drift, self.bytes
+        );
     }
 }
 

@@ -6,12 +6,12 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use syncvet_client::ApiClient;
-use syncvet_lake::{CurrentUpdate, GroupCommitter, PartitionKey};
-use syncvet_model::{Chain, SourceType};
+use syncvet_lake::{BetweenGroups, CurrentUpdate, GroupCommitter, PartitionKey};
+use syncvet_model::{Chain, Entity, SourceType};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -24,6 +24,14 @@ use crate::report::{
     PartitionReport, PartitionStatus, RunMaintenance, RunReport, SourceFailure, new_run_id,
 };
 use crate::tables::Tables;
+
+/// What a run will sync, and what it could not plan.
+struct Planned {
+    entities: Vec<Arc<Entity>>,
+    plans: Vec<SourcePlan>,
+    source_failures: Vec<SourceFailure>,
+    skipped: u64,
+}
 
 /// What to sync.
 #[derive(Debug, Clone)]
@@ -108,41 +116,12 @@ impl Runner {
         request.dates.validate()?;
         let started_at = Utc::now();
         let run_id = new_run_id(started_at);
-        let names = if request.entities.is_empty() {
-            &self.config.sync.entities
-        } else {
-            &request.entities
-        };
-        let entities = select_entities(self.tables.catalog(), names)?;
-        let (sources, mut source_failures) = discover(
-            &self.client,
-            &self.config.sync,
-            self.shard,
-            &request.practices,
-        )
-        .await?;
-
-        let mut plans = Vec::new();
-        for source in &sources {
-            match plan(
-                std::slice::from_ref(source),
-                &entities,
-                request.dates,
-                started_at,
-                self.config.sync.lag_days,
-            ) {
-                Ok(mut p) => plans.append(&mut p),
-                Err(e) => source_failures.push(SourceFailure {
-                    source_id: source.id.clone(),
-                    error: Chain(&e).to_string(),
-                }),
-            }
-        }
-        let skipped = if request.force {
-            0
-        } else {
-            self.drop_done(&mut plans).await?
-        };
+        let Planned {
+            entities,
+            plans,
+            source_failures,
+            skipped,
+        } = self.plan_run(request, started_at).await?;
         let total: usize = plans.iter().map(|p| p.jobs.len()).sum();
         info!(
             run_id,
@@ -151,50 +130,9 @@ impl Runner {
             skipped,
             "run planned"
         );
-
         self.metrics.run_started();
         let progress = progress_bar(request.progress, total as u64);
-        let abort = CancellationToken::new();
-        let grace = Duration::from_secs(self.config.daemon.shutdown_grace_secs);
-        let escalate = tokio::spawn({
-            let (shutdown, abort) = (shutdown.clone(), abort.clone());
-            async move {
-                shutdown.cancelled().await;
-                warn!(
-                    grace_secs = grace.as_secs(),
-                    "stopping: no new partitions; in-flight ones get the grace period"
-                );
-                tokio::time::sleep(grace).await;
-                abort.cancel();
-            }
-        });
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(self.config.sync.run_deadline_secs);
-        let client = self.client.clone().with_deadline(deadline);
-        let committer = GroupCommitter::new(self.tables.lake());
-        let ctx = JobContext {
-            client: &client,
-            lake: self.tables.lake(),
-            committer: &committer,
-            metrics: &self.metrics,
-            run_id: &run_id,
-            pages_in_flight: self.config.sync.pages_in_flight,
-            abort: &abort,
-        };
-        let landings: Vec<Landing> = futures::stream::iter(plans)
-            .map(|source_plan| self.sync_source(&ctx, source_plan, &shutdown, &progress))
-            .buffer_unordered(self.config.sync.concurrency)
-            .flat_map(futures::stream::iter)
-            .collect()
-            .await;
-        // The batches still waiting are committed now, interrupted or not:
-        // they are whole, and a commit is quick.
-        let between_groups = committer.finish().await;
-        let mut partitions = Vec::with_capacity(landings.len());
-        for landing in landings {
-            partitions.push(landing.landed(&self.metrics).await);
-        }
-        escalate.abort();
+        let (partitions, between_groups) = self.land(&run_id, plans, &shutdown, &progress).await;
         progress.finish_and_clear();
         // Every entity of the run, landed now or not: batches a crashed
         // run committed but never merged are absorbed here.
@@ -229,7 +167,118 @@ impl Runner {
             current_secs,
             maintenance,
         };
-        let json = serde_json::to_vec_pretty(&report).expect("a run report serializes");
+        self.publish(&report).await;
+        Ok(report)
+    }
+
+    /// What a run will sync: the entities, each source's partitions not
+    /// yet in the lake (all of them with `force`), the sources that failed.
+    async fn plan_run(
+        &self,
+        request: &SyncRequest,
+        started_at: DateTime<Utc>,
+    ) -> Result<Planned, RunnerError> {
+        let names = if request.entities.is_empty() {
+            &self.config.sync.entities
+        } else {
+            &request.entities
+        };
+        let entities = select_entities(self.tables.catalog(), names)?;
+        let (sources, mut source_failures) = discover(
+            &self.client,
+            &self.config.sync,
+            self.shard,
+            &request.practices,
+        )
+        .await?;
+        let mut plans = Vec::new();
+        for source in &sources {
+            match plan(
+                std::slice::from_ref(source),
+                &entities,
+                request.dates,
+                started_at,
+                self.config.sync.lag_days,
+            ) {
+                Ok(mut p) => plans.append(&mut p),
+                Err(e) => source_failures.push(SourceFailure {
+                    source_id: source.id.clone(),
+                    error: Chain(&e).to_string(),
+                }),
+            }
+        }
+        let skipped = if request.force {
+            0
+        } else {
+            self.drop_done(&mut plans).await?
+        };
+        Ok(Planned {
+            entities,
+            plans,
+            source_failures,
+            skipped,
+        })
+    }
+
+    /// Syncs the planned partitions, `sync.concurrency` sources at once, and
+    /// commits them in groups; on `shutdown`, no partition starts and those
+    /// in flight get the grace period. Returns each partition's report
+    /// once its group is committed, and what was done between groups.
+    async fn land(
+        &self,
+        run_id: &str,
+        plans: Vec<SourcePlan>,
+        shutdown: &CancellationToken,
+        progress: &ProgressBar,
+    ) -> (Vec<PartitionReport>, BetweenGroups) {
+        let abort = CancellationToken::new();
+        let grace = Duration::from_secs(self.config.daemon.shutdown_grace_secs);
+        let escalate = tokio::spawn({
+            let (shutdown, abort) = (shutdown.clone(), abort.clone());
+            async move {
+                shutdown.cancelled().await;
+                warn!(
+                    grace_secs = grace.as_secs(),
+                    "stopping: no new partitions; in-flight ones get the grace period"
+                );
+                tokio::time::sleep(grace).await;
+                abort.cancel();
+            }
+        });
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.config.sync.run_deadline_secs);
+        let client = self.client.clone().with_deadline(deadline);
+        let committer = GroupCommitter::new(self.tables.lake());
+        let ctx = JobContext {
+            client: &client,
+            lake: self.tables.lake(),
+            committer: &committer,
+            metrics: &self.metrics,
+            run_id,
+            pages_in_flight: self.config.sync.pages_in_flight,
+            abort: &abort,
+        };
+        let landings: Vec<Landing> = futures::stream::iter(plans)
+            .map(|source_plan| self.sync_source(&ctx, source_plan, shutdown, progress))
+            .buffer_unordered(self.config.sync.concurrency)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await;
+        // The batches still waiting are committed now, interrupted or not:
+        // they are whole, and a commit is quick.
+        let between_groups = committer.finish().await;
+        let mut partitions = Vec::with_capacity(landings.len());
+        for landing in landings {
+            partitions.push(landing.landed(&self.metrics).await);
+        }
+        escalate.abort();
+        (partitions, between_groups)
+    }
+
+    /// Writes the report to the lake (a failure is logged: the data is
+    /// committed) and counts the run in the metrics.
+    async fn publish(&self, report: &RunReport) {
+        let json = serde_json::to_vec_pretty(report).expect("a run report serializes");
         match self
             .tables
             .lake()
@@ -241,8 +290,7 @@ impl Runner {
                 warn!(run_id = %report.run_id, error = %Chain(&e), "run report could not be written")
             }
         }
-        self.metrics.run_finished(&report);
-        Ok(report)
+        self.metrics.run_finished(report);
     }
 
     /// Removes partitions the lake already has; returns how many.

@@ -21,7 +21,7 @@ use serde::de::{self, IgnoredAny};
 
 use crate::{DecodeError, Entity};
 use builders::Columns;
-use record::{Plan, Problem, Row};
+use record::{Problem, RecordLayout, Row};
 
 /// Decodes the pages of one entity from one source into Arrow batches.
 /// Keep one per (source, entity) stream: it holds the key index and the
@@ -49,7 +49,7 @@ use record::{Plan, Problem, Row};
 ///   page, never stack.
 #[derive(Debug)]
 pub struct PageDecoder {
-    plan: Plan,
+    layout: RecordLayout,
     source_id: String,
     columns: Columns,
 }
@@ -85,7 +85,7 @@ impl PageDecoder {
     pub fn new(entity: Arc<Entity>, source_id: &str) -> PageDecoder {
         PageDecoder {
             columns: Columns::new(&entity),
-            plan: Plan::new(entity),
+            layout: RecordLayout::new(entity),
             source_id: source_id.to_owned(),
         }
     }
@@ -149,11 +149,11 @@ impl PageDecoder {
     }
 
     fn decode_split(&mut self, records: Vec<&str>) -> Result<DecodedPage, DecodeError> {
-        let mut row = Row::new(&self.plan);
+        let mut row = Row::new(&self.layout);
         let mut rejects = Vec::new();
         let mut unknown_keys = BTreeMap::new();
         for raw in records {
-            match row.read(&self.plan, raw, &self.source_id) {
+            match row.read(&self.layout, raw, &self.source_id) {
                 Ok(()) => {
                     self.columns.append(&mut row.cells);
                     row.count_unknown(&mut unknown_keys);
@@ -182,6 +182,6 @@ impl PageDecoder {
 
     /// The entity being decoded.
     pub fn entity(&self) -> &Arc<Entity> {
-        &self.plan.entity
+        &self.layout.entity
     }
 }

@@ -22,29 +22,29 @@ use crate::{Entity, FieldRole, FieldType};
 
 /// Where a JSON key leads.
 #[derive(Debug, Clone, Copy)]
-enum Target {
+enum Route {
     /// To the field of that index in `Entity::fields`.
     Field(usize),
-    /// To the nested object of that index in `Plan::objects`.
+    /// To the nested object of that index in `RecordLayout::objects`.
     Object(usize),
 }
 
 /// The keys of one JSON object level, in catalog order.
 #[derive(Debug, Default)]
 struct KeyIndex {
-    keys: Vec<(Box<str>, Target)>,
+    keys: Vec<(Box<str>, Route)>,
     by_key: HashMap<Box<str>, usize>,
 }
 
 impl KeyIndex {
-    fn push(&mut self, key: &str, target: Target) {
+    fn push(&mut self, key: &str, target: Route) {
         self.by_key.insert(key.into(), self.keys.len());
         self.keys.push((key.into(), target));
     }
 
     /// Finds `key`, trying the key after the previous match first: a source
     /// writes its keys in one order, so most lookups are one comparison.
-    fn find(&self, key: &str, next: &mut usize) -> Option<Target> {
+    fn find(&self, key: &str, next: &mut usize) -> Option<Route> {
         let at = match self.keys.get(*next) {
             Some((k, _)) if **k == *key => *next,
             _ => *self.by_key.get(key)?,
@@ -63,15 +63,15 @@ struct NestedObject {
 
 /// How the records of one entity are read, computed once per decoder.
 #[derive(Debug)]
-pub(crate) struct Plan {
+pub(crate) struct RecordLayout {
     pub(crate) entity: Arc<Entity>,
     top: KeyIndex,
     objects: Vec<NestedObject>,
     source_key: Option<usize>,
 }
 
-impl Plan {
-    pub(crate) fn new(entity: Arc<Entity>) -> Plan {
+impl RecordLayout {
+    pub(crate) fn new(entity: Arc<Entity>) -> RecordLayout {
         let mut top = KeyIndex::default();
         let mut objects: Vec<NestedObject> = Vec::new();
         let mut source_key = None;
@@ -80,13 +80,13 @@ impl Plan {
                 source_key = Some(i);
             }
             let Some((parent, child)) = field.key.split_once('.') else {
-                top.push(&field.key, Target::Field(i));
+                top.push(&field.key, Route::Field(i));
                 continue;
             };
             let o = match objects.iter().position(|o| *o.key == *parent) {
                 Some(o) => o,
                 None => {
-                    top.push(parent, Target::Object(objects.len()));
+                    top.push(parent, Route::Object(objects.len()));
                     objects.push(NestedObject {
                         key: parent.into(),
                         index: KeyIndex::default(),
@@ -94,9 +94,9 @@ impl Plan {
                     objects.len() - 1
                 }
             };
-            objects[o].index.push(child, Target::Field(i));
+            objects[o].index.push(child, Route::Field(i));
         }
-        Plan {
+        RecordLayout {
             entity,
             top,
             objects,
@@ -117,7 +117,7 @@ pub(crate) struct Row<'de> {
 }
 
 impl<'de> Row<'de> {
-    pub(crate) fn new(plan: &Plan) -> Row<'de> {
+    pub(crate) fn new(plan: &RecordLayout) -> Row<'de> {
         Row {
             cells: vec![Cell::Absent; plan.entity.fields.len()],
             unknown: Vec::new(),
@@ -132,7 +132,7 @@ impl<'de> Row<'de> {
     /// [`Columns::append`]: super::builders::Columns::append
     pub(crate) fn read(
         &mut self,
-        plan: &Plan,
+        plan: &RecordLayout,
         raw: &'de str,
         source_id: &str,
     ) -> Result<(), Problem> {
@@ -230,9 +230,9 @@ pub(crate) enum Problem {
 
 /// Reads a JSON object: the record itself or one of its nested objects.
 struct ObjectSeed<'p, 'r, 'de> {
-    plan: &'p Plan,
+    plan: &'p RecordLayout,
     row: &'r mut Row<'de>,
-    /// `None` for the record, else the index in `Plan::objects`.
+    /// `None` for the record, else the index in `RecordLayout::objects`.
     object: Option<usize>,
 }
 
@@ -268,7 +268,7 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_, 'de> {
             None => key.to_owned(),
         };
         let mut next = 0;
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        while let Some(KeyText(key)) = map.next_key::<KeyText<'de>>()? {
             match index.find(&key, &mut next) {
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -277,7 +277,7 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_, 'de> {
                         None => key,
                     });
                 }
-                Some(Target::Object(o)) => {
+                Some(Route::Object(o)) => {
                     let seed = ObjectSeed {
                         plan,
                         row: &mut *row,
@@ -288,7 +288,7 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_, 'de> {
                         return Err(e);
                     }
                 }
-                Some(Target::Field(i)) => {
+                Some(Route::Field(i)) => {
                     let field = &plan.entity.fields[i];
                     let ty = field.field_type;
                     match map.next_value_seed(FieldSeed(ty)) {
@@ -313,11 +313,11 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_, 'de> {
 }
 
 /// A JSON string key, borrowed from the page unless it had escapes.
-struct Key<'de>(Cow<'de, str>);
+struct KeyText<'de>(Cow<'de, str>);
 
-impl<'de> de::Deserialize<'de> for Key<'de> {
+impl<'de> de::Deserialize<'de> for KeyText<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(StrVisitor).map(Key)
+        d.deserialize_str(StrVisitor).map(KeyText)
     }
 }
 
@@ -452,7 +452,7 @@ impl<'de> Visitor<'de> for ListVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element::<Option<Key<'de>>>()? {
+        while let Some(item) = seq.next_element::<Option<KeyText<'de>>>()? {
             items.push(item.map(|k| k.0));
         }
         Ok(Ok(Cell::List(items)))
