@@ -15,7 +15,9 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::body::{Answer, Unanswered, describe_non_json, exchange};
-use crate::config::{ApiConfig, RetryConfig, Secret};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{ApiConfig, RetryConfig};
 use crate::error::{ClientError, TransientError};
 use crate::retry::{Retries, sleep_within};
 
@@ -25,7 +27,7 @@ const MAX_TOKEN_BODY_BYTES: u64 = 256 * 1024;
 /// A token and when to stop using it.
 #[derive(Debug)]
 pub(crate) struct CachedToken {
-    pub(crate) value: Secret,
+    pub(crate) value: SecretString,
     /// Past this, one worker fetches a new token.
     refresh_at: Instant,
     /// Past this, the token must not be sent.
@@ -35,7 +37,7 @@ pub(crate) struct CachedToken {
 impl CachedToken {
     /// Schedules the refresh: `min(margin, ttl/4)` ahead of expiry, plus up
     /// to 50% jitter so that many processes do not refresh in step.
-    fn new(value: Secret, requested_at: Instant, ttl: Duration, margin: Duration) -> Self {
+    fn new(value: SecretString, requested_at: Instant, ttl: Duration, margin: Duration) -> Self {
         let ahead = margin
             .min(ttl / 4)
             .mul_f64(1.0 + 0.5 * rand::rng().random::<f64>());
@@ -69,7 +71,7 @@ pub(crate) struct TokenCache {
     token_url: String,
     client_id: String,
     scope: String,
-    secret: Secret,
+    secret: SecretString,
     margin: Duration,
     retry: RetryConfig,
     current: Mutex<Option<Arc<CachedToken>>>,
@@ -78,7 +80,7 @@ pub(crate) struct TokenCache {
 }
 
 impl TokenCache {
-    pub(crate) fn new(http: reqwest::Client, config: &ApiConfig, secret: Secret) -> Self {
+    pub(crate) fn new(http: reqwest::Client, config: &ApiConfig, secret: SecretString) -> Self {
         TokenCache {
             http,
             token_url: config.token_url.clone(),
@@ -147,7 +149,7 @@ impl TokenCache {
             let requested_at = Instant::now();
             let form = [
                 ("client_id", self.client_id.as_str()),
-                ("client_secret", self.secret.expose()),
+                ("client_secret", self.secret.expose_secret()),
                 ("scope", self.scope.as_str()),
                 ("grant_type", "client_credentials"),
             ];
@@ -185,7 +187,7 @@ impl TokenCache {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(expires_in_secs = ttl_secs, "fetched an access token");
         Ok(CachedToken::new(
-            Secret::new(response.access_token),
+            SecretString::from(response.access_token),
             requested_at,
             Duration::from_secs_f64(ttl_secs),
             self.margin,
@@ -270,7 +272,12 @@ mod tests {
         let ttl = Duration::from_secs(3600);
         for _ in 0..50 {
             let start = Instant::now();
-            let token = CachedToken::new(Secret::new("t"), start, ttl, Duration::from_secs(300));
+            let token = CachedToken::new(
+                SecretString::from("t"),
+                start,
+                ttl,
+                Duration::from_secs(300),
+            );
             let ahead = token.expires_at - token.refresh_at;
             assert!(
                 ahead >= Duration::from_secs(300) && ahead <= Duration::from_secs(450),
@@ -280,7 +287,7 @@ mod tests {
         // A short-lived token (the emulator's 3 s) is refreshed in its last quarter-ish.
         let start = Instant::now();
         let token = CachedToken::new(
-            Secret::new("t"),
+            SecretString::from("t"),
             start,
             Duration::from_secs(3),
             Duration::from_secs(300),

@@ -12,7 +12,9 @@ use crate::body::{
     Answer, Envelope, EnvelopeError, Unanswered, describe_non_json, exchange, parse_envelope,
     parse_error_body,
 };
-use crate::config::{ApiConfig, EnvelopeConfig, Secret};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{ApiConfig, EnvelopeConfig};
 use crate::error::{ClientError, TransientError};
 use crate::metrics::{Metrics, MetricsSnapshot, StreamStats};
 use crate::page_size::PageSizer;
@@ -78,7 +80,7 @@ pub(crate) enum Fetched {
 impl ApiClient {
     /// Builds the client (no I/O; the first request fetches a token).
     /// The config is validated first.
-    pub fn new(config: &ApiConfig, secret: Secret) -> Result<ApiClient, ClientError> {
+    pub fn new(config: &ApiConfig, secret: SecretString) -> Result<ApiClient, ClientError> {
         config.validate()?;
         let mut base = config.base_url.clone();
         if !base.ends_with('/') {
@@ -190,7 +192,7 @@ impl ApiClient {
             let get = inner
                 .http
                 .get(url.clone())
-                .bearer_auth(token.value.expose())
+                .bearer_auth(token.value.expose_secret())
                 .header(http::header::ACCEPT, "application/json");
             let answer = self
                 .before_deadline(
@@ -361,10 +363,10 @@ mod tests {
     fn client() -> ApiClient {
         let config = ApiConfig {
             client_id: "demo-client".into(),
-            client_secret: Some(Secret::new("demo-secret")),
+            client_secret: Some(SecretString::from("demo-secret")),
             ..ApiConfig::default()
         };
-        ApiClient::new(&config, Secret::new("demo-secret")).unwrap()
+        ApiClient::new(&config, SecretString::from("demo-secret")).unwrap()
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,179 +5,118 @@
 //! real API adapts without a code change. `validate` is pure; reading the
 //! secret (environment, file) is the separate `resolve_secret`.
 
-use std::fmt;
 use std::path::PathBuf;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::error::ClientError;
 
-/// A secret string (client secret, access token). `Debug` and `Display`
-/// print `<redacted>`, so it cannot leak through a log line or a panic.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself: call only where it is put on the wire.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
 /// The `[api]` section: how to reach and authenticate against the SyncVet
 /// Consumer API, and how hard to push it.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Base URL of the API; endpoint paths are joined onto it (a missing
     /// trailing `/` is added).
-    #[serde(default = "default_base_url")]
     pub base_url: String,
     /// OAuth2 token endpoint (client-credentials grant).
-    #[serde(default = "default_token_url")]
     pub token_url: String,
     /// OAuth2 scope requested with every token.
-    #[serde(default = "default_scope")]
     pub scope: String,
     /// OAuth2 client id.
-    #[serde(default)]
     pub client_id: String,
     /// The client secret itself. Prefer `client_secret_env` or
     /// `client_secret_file` so that the secret stays out of config files.
     /// When several are set, the first found of value, environment
     /// variable, file wins.
-    #[serde(default)]
-    pub client_secret: Option<Secret>,
+    pub client_secret: Option<SecretString>,
     /// Name of the environment variable holding the client secret.
-    #[serde(default)]
     pub client_secret_env: Option<String>,
     /// Path of a file holding the client secret (surrounding whitespace is
     /// trimmed), e.g. a mounted Kubernetes secret.
-    #[serde(default)]
     pub client_secret_file: Option<PathBuf>,
     /// Records per batch page requested (`pageSize`); the contract allows
     /// 1..=5000. A server that refuses the size with a 400 before any page
     /// came back gets smaller ones (2000, 1000, 500, 200, 100) until one works.
-    #[serde(default = "default_page_size")]
     pub page_size: u32,
     /// Time limit of one HTTP request, from sending to the last body byte, in seconds.
-    #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
     /// Time limit to establish a TCP/TLS connection, in seconds.
-    #[serde(default = "default_connect_timeout_secs")]
     pub connect_timeout_secs: u64,
     /// Largest response body accepted, in bytes. A bigger `Content-Length`
     /// is refused before reading; a body that grows past it is cut off
     /// (`BodyTooLarge`), so memory stays bounded whatever the server sends.
-    #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
     /// How many times one page stream may start over after its continuation
     /// token expired before giving up.
-    #[serde(default = "default_max_restarts")]
     pub max_restarts: u32,
     /// Most pages one batch may take. A guard against a server that hands
     /// out new continuation tokens forever; the chain checks (a token or a
     /// page served twice, more records than `totalCount`) catch the rest.
-    #[serde(default = "default_max_pages_per_batch")]
     pub max_pages_per_batch: u64,
     /// Endpoint paths, relative to `base_url`.
-    #[serde(default)]
     pub paths: PathsConfig,
     /// Query-parameter names.
-    #[serde(default)]
     pub params: ParamsConfig,
     /// JSON field names of the page envelope and of error bodies.
-    #[serde(default)]
     pub envelope: EnvelopeConfig,
     /// Token cache settings.
-    #[serde(default)]
     pub token: TokenConfig,
     /// `[api.rate]`: the rate governor.
-    #[serde(default)]
     pub rate: RateConfig,
     /// `[api.retry]`: retries, backoff and polling of batches not ready yet.
-    #[serde(default)]
     pub retry: RetryConfig,
 }
 
 /// Endpoint paths relative to `base_url`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PathsConfig {
     /// The list of data sources readable by this consumer.
-    #[serde(default = "default_practices_path")]
     pub practices: String,
     /// One page of a nightly batch; `{practiceId}` and `{entity}` are
     /// replaced (percent-encoded).
-    #[serde(default = "default_batch_path")]
     pub batch: String,
 }
 
 /// Query-parameter names.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ParamsConfig {
     /// The batch date (`YYYY-MM-DD`).
-    #[serde(default = "default_date_param")]
     pub date: String,
     /// The page size.
-    #[serde(default = "default_page_size_param")]
     pub page_size: String,
     /// The continuation token of the next page.
-    #[serde(default = "default_continuation_param")]
     pub continuation_token: String,
 }
 
 /// JSON field names of the page envelope and of error bodies.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct EnvelopeConfig {
     /// The array of records of a page.
-    #[serde(default = "default_items_field")]
     pub items: String,
     /// The token of the next page (`null` or absent on the last page).
-    #[serde(default = "default_continuation_field")]
     pub continuation_token: String,
     /// The number of records in the whole batch (optional).
-    #[serde(default = "default_total_count_field")]
     pub total_count: String,
     /// The error code in an error body.
-    #[serde(default = "default_error_field")]
     pub error: String,
     /// The human-readable text in an error body.
-    #[serde(default = "default_message_field")]
     pub message: String,
     /// The error code meaning "continuation token expired, start over".
-    #[serde(default = "default_expired_code")]
     pub continuation_expired_code: String,
 }
 
 /// Token cache settings.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TokenConfig {
     /// Refresh a token this many seconds before it expires (at most a
     /// quarter of its lifetime, plus up to 50% random jitter so that many
     /// processes do not refresh in step).
-    #[serde(default = "default_refresh_margin_secs")]
     pub refresh_margin_secs: u64,
 }
 
@@ -188,242 +127,184 @@ pub struct TokenConfig {
 /// 429 and raises it by a few percent after quiet periods, so it finds the
 /// limit in seconds and holds it.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateConfig {
     /// Starting request rate, requests per second (all workers together).
-    #[serde(default = "default_requests_per_sec")]
     pub requests_per_sec: f64,
     /// Requests that may go at once after an idle period, at most (the
     /// adaptive burst halves on a 429 and grows back by one per quiet period).
-    #[serde(default = "default_burst")]
     pub burst: u32,
     /// Adapt the rate, the burst and the concurrency to 429 answers. When
     /// false they are fixed (429s still pause every worker for Retry-After).
-    #[serde(default = "default_adaptive")]
     pub adaptive: bool,
     /// The adaptive rate never goes below this, requests per second.
-    #[serde(default = "default_min_requests_per_sec")]
     pub min_requests_per_sec: f64,
     /// The adaptive rate never goes above this, requests per second.
-    #[serde(default = "default_max_requests_per_sec")]
     pub max_requests_per_sec: f64,
     /// Factor applied to the rate on a 429 (once per rate step: answers to
     /// requests sent at an older rate do not cut it again). In (0, 1).
-    #[serde(default = "default_decrease_factor")]
     pub decrease_factor: f64,
     /// Seconds the rate takes to climb back to the rate that drew the last
     /// 429 (on a cubic curve: fast at first, flat near it), and before the
     /// concurrency is raised again to a level that drew one. Longer when
     /// the limit's own cycle is (a window's length), up to 4×. After it the
     /// rate probes above, ever faster, in case the limit went up.
-    #[serde(default = "default_recovery_secs")]
     pub recovery_secs: f64,
     /// Seconds without a 429, while the governor was the bottleneck,
     /// between two increases of the rate, the burst (+1) or the
     /// concurrency (+1).
-    #[serde(default = "default_quiet_period_secs")]
     pub quiet_period_secs: f64,
     /// Most requests in flight at once, all workers together (0 = no cap
     /// but the workers'). When adaptive, a 429 that comes back while `n`
     /// other requests are in flight lowers it to `n`.
-    #[serde(default)]
     pub max_in_flight: u32,
     /// Slow start: until the first 429 the rate is multiplied by this
     /// after each `slow_start_period_secs` spent at the limit, so that a
     /// start far below the API's limit costs seconds, not minutes. The
     /// first 429 ends slow start for good. 1 = no slow start.
-    #[serde(default = "default_slow_start_factor")]
     pub slow_start_factor: f64,
     /// Seconds without a 429, while the governor was the bottleneck, before
     /// each slow-start multiplication.
-    #[serde(default = "default_slow_start_period_secs")]
     pub slow_start_period_secs: f64,
     /// Pause after a 429 whose Retry-After is 0, a date in the past or
     /// unparsable, in milliseconds: never a hot loop.
-    #[serde(default = "default_min_pause_ms")]
     pub min_pause_ms: u64,
     /// Pause after a 429 without Retry-After, in milliseconds.
-    #[serde(default = "default_pause_ms")]
     pub default_pause_ms: u64,
     /// Added to every Retry-After so that the next request lands after it
     /// even with coarse server clocks, in milliseconds.
-    #[serde(default = "default_pause_margin_ms")]
     pub pause_margin_ms: u64,
 }
 
 /// `[api.retry]`: retries of transient failures and polling of batches not
 /// ready yet. All waits are bounded by the run deadline, if any.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts per request for transient failures (408, 5xx, connection
     /// errors, timeouts, truncated bodies), the first one included.
-    #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// Backoff before the first retry, in milliseconds; doubles each retry.
-    #[serde(default = "default_initial_backoff_ms")]
     pub initial_backoff_ms: u64,
     /// Longest backoff between two attempts, in seconds (a longer
     /// Retry-After on a 503 is still honoured).
-    #[serde(default = "default_max_backoff_secs")]
     pub max_backoff_secs: u64,
     /// 429 answers tolerated for one request before giving up (each one
     /// has already paused every worker for its Retry-After).
-    #[serde(default = "default_max_rate_limited")]
     pub max_rate_limited: u32,
     /// Interval between polls of a batch answering 202 (not ready) without
     /// Retry-After, in seconds.
-    #[serde(default = "default_not_ready_poll_secs")]
     pub not_ready_poll_secs: u64,
     /// Longest time to keep polling a batch that is not ready, in seconds,
     /// when no run deadline comes first.
-    #[serde(default = "default_not_ready_max_wait_secs")]
     pub not_ready_max_wait_secs: u64,
 }
 
-fn default_base_url() -> String {
-    "https://consumerapi.sync.vet/api/".into()
-}
-fn default_token_url() -> String {
-    "https://login.microsoftonline.com/37d2016b-9350-4cc7-bb6e-0d2507211ecd/oauth2/v2.0/token"
-        .into()
-}
-fn default_scope() -> String {
-    "https://consumerapi.sync.vet/.default".into()
-}
-fn default_page_size() -> u32 {
-    // The contract's maximum: under a request-rate limit a night takes as
-    // many seconds as requests, so the fewest pages finish it fastest.
-    5000
-}
-fn default_request_timeout_secs() -> u64 {
-    60
-}
-fn default_connect_timeout_secs() -> u64 {
-    10
-}
-fn default_max_body_bytes() -> u64 {
-    64 * 1024 * 1024
-}
-fn default_max_restarts() -> u32 {
-    3
-}
-fn default_max_pages_per_batch() -> u64 {
-    100_000
-}
-fn default_practices_path() -> String {
-    "practices".into()
-}
-fn default_batch_path() -> String {
-    "batch/{practiceId}/{entity}".into()
-}
-fn default_date_param() -> String {
-    "date".into()
-}
-fn default_page_size_param() -> String {
-    "pageSize".into()
-}
-fn default_continuation_param() -> String {
-    "continuationToken".into()
-}
-fn default_items_field() -> String {
-    "items".into()
-}
-fn default_continuation_field() -> String {
-    "continuationToken".into()
-}
-fn default_total_count_field() -> String {
-    "totalCount".into()
-}
-fn default_error_field() -> String {
-    "error".into()
-}
-fn default_message_field() -> String {
-    "message".into()
-}
-fn default_expired_code() -> String {
-    "ContinuationTokenExpired".into()
-}
-fn default_refresh_margin_secs() -> u64 {
-    300
-}
-fn default_requests_per_sec() -> f64 {
-    10.0
-}
-fn default_burst() -> u32 {
-    10
-}
-fn default_adaptive() -> bool {
-    true
-}
-fn default_min_requests_per_sec() -> f64 {
-    0.5
-}
-fn default_max_requests_per_sec() -> f64 {
-    500.0
-}
-fn default_decrease_factor() -> f64 {
-    0.85
-}
-fn default_recovery_secs() -> f64 {
-    30.0
-}
-fn default_quiet_period_secs() -> f64 {
-    1.0
-}
-fn default_slow_start_factor() -> f64 {
-    1.5
-}
-fn default_slow_start_period_secs() -> f64 {
-    1.0
-}
-fn default_min_pause_ms() -> u64 {
-    1000
-}
-fn default_pause_ms() -> u64 {
-    1000
-}
-fn default_pause_margin_ms() -> u64 {
-    50
-}
-fn default_max_attempts() -> u32 {
-    6
-}
-fn default_initial_backoff_ms() -> u64 {
-    200
-}
-fn default_max_backoff_secs() -> u64 {
-    30
-}
-fn default_max_rate_limited() -> u32 {
-    100
-}
-fn default_not_ready_poll_secs() -> u64 {
-    30
-}
-fn default_not_ready_max_wait_secs() -> u64 {
-    4 * 3600
+// The defaults of every key. Each section is `#[serde(default)]`, so a key
+// left out of the config file takes its value from here and `Default` equals
+// "nothing configured".
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            base_url: "https://consumerapi.sync.vet/api/".into(),
+            token_url: "https://login.microsoftonline.com/37d2016b-9350-4cc7-bb6e-0d2507211ecd/oauth2/v2.0/token"
+                .into(),
+            scope: "https://consumerapi.sync.vet/.default".into(),
+            client_id: String::new(),
+            client_secret: None,
+            client_secret_env: None,
+            client_secret_file: None,
+            // The contract's maximum: under a request-rate limit a night takes as
+            // many seconds as requests, so the fewest pages finish it fastest.
+            page_size: 5000,
+            request_timeout_secs: 60,
+            connect_timeout_secs: 10,
+            max_body_bytes: 64 * 1024 * 1024,
+            max_restarts: 3,
+            max_pages_per_batch: 100_000,
+            paths: PathsConfig::default(),
+            params: ParamsConfig::default(),
+            envelope: EnvelopeConfig::default(),
+            token: TokenConfig::default(),
+            rate: RateConfig::default(),
+            retry: RetryConfig::default(),
+        }
+    }
 }
 
-/// Every section defaults from `{}` so that `Default` equals "nothing configured".
-macro_rules! default_from_serde {
-    ($($t:ty),*) => {$(
-        impl Default for $t {
-            fn default() -> Self {
-                serde_json::from_str("{}").expect("all fields have defaults")
-            }
+impl Default for PathsConfig {
+    fn default() -> Self {
+        PathsConfig {
+            practices: "practices".into(),
+            batch: "batch/{practiceId}/{entity}".into(),
         }
-    )*};
+    }
 }
-default_from_serde!(
-    ApiConfig,
-    PathsConfig,
-    ParamsConfig,
-    EnvelopeConfig,
-    TokenConfig,
-    RateConfig,
-    RetryConfig
-);
+
+impl Default for ParamsConfig {
+    fn default() -> Self {
+        ParamsConfig {
+            date: "date".into(),
+            page_size: "pageSize".into(),
+            continuation_token: "continuationToken".into(),
+        }
+    }
+}
+
+impl Default for EnvelopeConfig {
+    fn default() -> Self {
+        EnvelopeConfig {
+            items: "items".into(),
+            continuation_token: "continuationToken".into(),
+            total_count: "totalCount".into(),
+            error: "error".into(),
+            message: "message".into(),
+            continuation_expired_code: "ContinuationTokenExpired".into(),
+        }
+    }
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            refresh_margin_secs: 300,
+        }
+    }
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        RateConfig {
+            requests_per_sec: 10.0,
+            burst: 10,
+            adaptive: true,
+            min_requests_per_sec: 0.5,
+            max_requests_per_sec: 500.0,
+            decrease_factor: 0.85,
+            recovery_secs: 30.0,
+            quiet_period_secs: 1.0,
+            max_in_flight: 0,
+            slow_start_factor: 1.5,
+            slow_start_period_secs: 1.0,
+            min_pause_ms: 1000,
+            default_pause_ms: 1000,
+            pause_margin_ms: 50,
+        }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 6,
+            initial_backoff_ms: 200,
+            max_backoff_secs: 30,
+            max_rate_limited: 100,
+            not_ready_poll_secs: 30,
+            not_ready_max_wait_secs: 4 * 3600,
+        }
+    }
+}
 
 fn config_error(key: &str, problem: impl Into<String>) -> ClientError {
     ClientError::Config {
@@ -504,9 +385,9 @@ impl ApiConfig {
     /// `client_secret_env` (if the variable is set), `client_secret_file`
     /// (if readable) wins, so an override can layer over a config file.
     /// The error names the key that could not be read.
-    pub fn resolve_secret(&self) -> Result<Secret, ClientError> {
+    pub fn resolve_secret(&self) -> Result<SecretString, ClientError> {
         if let Some(secret) = &self.client_secret {
-            return non_empty("api.client_secret", secret.0.clone());
+            return non_empty("api.client_secret", secret.expose_secret().to_owned());
         }
         let mut problem = None;
         if let Some(var) = &self.client_secret_env {
@@ -538,11 +419,11 @@ impl ApiConfig {
     }
 }
 
-fn non_empty(key: &str, value: String) -> Result<Secret, ClientError> {
+fn non_empty(key: &str, value: String) -> Result<SecretString, ClientError> {
     if value.is_empty() {
         return Err(config_error(key, "the secret is empty"));
     }
-    Ok(Secret(value))
+    Ok(SecretString::from(value))
 }
 
 impl RateConfig {
@@ -622,7 +503,7 @@ mod tests {
     fn valid() -> ApiConfig {
         ApiConfig {
             client_id: "demo-client".into(),
-            client_secret: Some(Secret::new("demo-secret")),
+            client_secret: Some(SecretString::from("demo-secret")),
             ..ApiConfig::default()
         }
     }
@@ -636,6 +517,19 @@ mod tests {
         assert_eq!(cfg.envelope.total_count, "totalCount");
         assert_eq!(cfg.scope, "https://consumerapi.sync.vet/.default");
         valid().validate().unwrap();
+    }
+
+    #[test]
+    fn an_empty_section_is_the_default() {
+        let parsed: ApiConfig = toml::from_str("").unwrap();
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", ApiConfig::default()));
+        let parsed: ApiConfig = toml::from_str("rate = { burst = 3 }").unwrap();
+        assert_eq!(parsed.rate.burst, 3);
+        assert_eq!(
+            parsed.rate.decrease_factor, 0.85,
+            "the rest keep their defaults"
+        );
+        assert_eq!(parsed.retry.max_attempts, 6);
     }
 
     #[test]
@@ -685,9 +579,9 @@ mod tests {
     #[test]
     fn secret_never_prints() {
         let cfg = valid();
-        let shown = format!("{cfg:?} {}", cfg.client_secret.as_ref().unwrap());
+        let shown = format!("{cfg:?} {:?}", cfg.client_secret.as_ref().unwrap());
         assert!(!shown.contains("demo-secret"), "{shown}");
-        assert!(shown.contains("<redacted>"));
+        assert!(shown.contains("REDACTED"), "{shown}");
     }
 
     #[test]
@@ -700,13 +594,13 @@ mod tests {
             client_secret_file: Some(path),
             ..valid()
         };
-        assert_eq!(cfg.resolve_secret().unwrap().expose(), "s3cret");
+        assert_eq!(cfg.resolve_secret().unwrap().expose_secret(), "s3cret");
         // An unset variable falls through to the file.
         let layered = ApiConfig {
             client_secret_env: Some("SYNCVET_TEST_SURELY_UNSET_VAR".into()),
             ..cfg.clone()
         };
-        assert_eq!(layered.resolve_secret().unwrap().expose(), "s3cret");
+        assert_eq!(layered.resolve_secret().unwrap().expose_secret(), "s3cret");
         let missing = ApiConfig {
             client_secret: None,
             client_secret_env: Some("SYNCVET_TEST_SURELY_UNSET_VAR".into()),

@@ -68,7 +68,7 @@
 //!   each record's range, never copied.
 //! - **Configurable contract**: paths, query-parameter and envelope field
 //!   names are `ApiConfig` keys defaulting to `api-contract.md`.
-//! - Secrets and tokens are `Secret`s: `Debug`/`Display` print `<redacted>`,
+//! - Secrets and tokens are `secrecy::SecretString`s: `Debug` prints `[REDACTED]`,
 //!   and no log line carries them.
 //!
 //! ```no_run
@@ -102,9 +102,11 @@ mod retry;
 
 pub use client::ApiClient;
 pub use config::{
-    ApiConfig, EnvelopeConfig, ParamsConfig, PathsConfig, RateConfig, RetryConfig, Secret,
-    TokenConfig,
+    ApiConfig, EnvelopeConfig, ParamsConfig, PathsConfig, RateConfig, RetryConfig, TokenConfig,
 };
 pub use error::{ClientError, TransientError};
 pub use metrics::{MetricsSnapshot, StreamStats};
 pub use pages::{BatchPage, PageEvent, PageStream, Practice};
+/// The one secret type (client secret, tokens, storage keys): `Debug`
+/// prints `[REDACTED]`, and only `expose_secret` shows the value.
+pub use secrecy::{ExposeSecret, SecretString};

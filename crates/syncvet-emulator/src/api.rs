@@ -125,6 +125,8 @@ async fn admit(
 
 /// The gateway's limits (429 with Retry-After), counting an early retry:
 /// a request of a client still inside the pause its last 429 gave it.
+// A refusal is the handler's response, returned by value as axum wants it.
+#[allow(clippy::result_large_err)]
 fn pass_gateway(
     shared: &Shared,
     settings: &Settings,
@@ -377,6 +379,7 @@ async fn batch(
 
 /// The entity's plan, when this source may be read, exists and serves the
 /// entity; else the refusal (403, 404, 400).
+#[allow(clippy::result_large_err)]
 fn served_entity<'a>(
     shared: &'a Shared,
     config: &EmulatorConfig,

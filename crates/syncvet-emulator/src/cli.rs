@@ -3,29 +3,17 @@
 //!
 //! Precedence: defaults < the `--config` TOML file < flags.
 
-use std::fmt;
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
-use std::str::FromStr;
+
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::{EmulatorConfig, EmulatorError, RunningEmulator};
 
-/// A string kept out of Debug output (the client secret flag).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
+/// The client secret flag, kept out of `Debug` output.
+fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
 }
 
 /// `syncvet-emulator [--config FILE] [--port P] [switch flags…]`.
@@ -134,8 +122,8 @@ pub struct Switches {
     #[arg(long)]
     pub client_id: Option<String>,
     /// Client secret the token endpoint accepts.
-    #[arg(long, env = "SYNCVET_EMULATOR_CLIENT_SECRET", hide_env_values = true)]
-    pub client_secret: Option<Secret>,
+    #[arg(long, env = "SYNCVET_EMULATOR_CLIENT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub client_secret: Option<SecretString>,
     /// Scope the token endpoint accepts.
     #[arg(long)]
     pub scope: Option<String>,
@@ -188,7 +176,7 @@ impl Switches {
             max_page_size
         );
         if let Some(secret) = &self.client_secret {
-            config.client_secret = secret.0.clone();
+            config.client_secret = secret.expose_secret().to_owned();
         }
     }
 }

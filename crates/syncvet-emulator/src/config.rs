@@ -15,195 +15,114 @@ const MAX_CHANGE_LOOKBACK_DAYS: u32 = 36_525;
 /// data shape). Field names are the keys of the TOML file and of the admin
 /// patch; the CLI flag of each is its kebab-case form (`--rate-limit-rps`).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct EmulatorConfig {
     /// Data seed: the same seed gives the same sources, counts and bytes.
-    #[serde(default = "default_seed")]
     pub seed: u64,
     /// How many PIMS sources (practices) there are: `p-0001`…
-    #[serde(default = "default_pims_sources")]
     pub pims_sources: u32,
     /// How many supplier sources there are: `s-0001`…
-    #[serde(default = "default_supplier_sources")]
     pub supplier_sources: u32,
     /// Mean records per source per entity per day (entity weights and the
     /// source spread vary it around this mean).
-    #[serde(default = "default_rows_per_day")]
     pub rows_per_day: u64,
     /// Ratio between the largest and the smallest source of a type
     /// (log-uniform in between); 1.0 makes every source the same size.
-    #[serde(default = "default_spread")]
     pub spread: f64,
     /// The hidden rate limit: requests per second per client id (token
     /// bucket); 0 = no limit.
-    #[serde(default)]
     pub rate_limit_rps: u32,
     /// Bucket size of the rate limit; 0 = the same as `rate_limit_rps`.
-    #[serde(default)]
     pub burst: u32,
     /// The `Retry-After` (seconds) sent with a 429 of the token bucket or
     /// of the concurrency cap (at least 1 is sent).
-    #[serde(default = "default_retry_after_secs")]
     pub retry_after_secs: u64,
     /// Window limit: at most this many calls per client id per
     /// `window_secs`; 0 = no window limit.
-    #[serde(default)]
     pub window_calls: u32,
     /// Length of the window of `window_calls`, in seconds.
-    #[serde(default = "default_window_secs")]
     pub window_secs: u64,
     /// `false`: fixed windows aligned to the emulator's start (or to the
     /// last change of a limit switch); a 429's `Retry-After` is the rest of
     /// the window, rounded up. `true`: a trailing window; `Retry-After` is
     /// the time until its oldest call leaves it, rounded up.
-    #[serde(default)]
     pub window_sliding: bool,
     /// Cap on the API requests in flight per client id; 0 = none.
-    #[serde(default)]
     pub max_concurrent_requests: u32,
     /// A request is an early retry only if it arrived more than this many
     /// milliseconds after the 429 was sent (before that, the client could
     /// not have seen it).
-    #[serde(default = "default_early_retry_grace_ms")]
     pub early_retry_grace_ms: u64,
     /// `expires_in` of issued tokens, in seconds; expired tokens get 401.
-    #[serde(default = "default_token_ttl_secs")]
     pub token_ttl_secs: u64,
     /// Fraction (0..=1) of API requests answered 500.
-    #[serde(default)]
     pub error_rate_500: f64,
     /// Fraction (0..=1) of API requests answered 503.
-    #[serde(default)]
     pub error_rate_503: f64,
     /// Fraction (0..=1) of API requests answered 408.
-    #[serde(default)]
     pub error_rate_408: f64,
     /// Fraction (0..=1) of API requests whose connection is closed with no
     /// response at all.
-    #[serde(default)]
     pub drop_rate: f64,
     /// Fraction (0..=1) of 200 API bodies cut short: the full
     /// `Content-Length` is announced, part of the body sent, then the
     /// connection closed.
-    #[serde(default)]
     pub truncate_rate: f64,
     /// Mean added latency of API requests in milliseconds (uniformly
     /// jittered over 0..2×mean); 0 = none.
-    #[serde(default)]
     pub latency_ms: u64,
     /// A batch (source, entity, date) answers 202 this many times before it
     /// is ready.
-    #[serde(default)]
     pub not_ready_polls: u32,
     /// Source ids whose batches are answered 403.
-    #[serde(default)]
     pub forbidden_sources: Vec<String>,
     /// Fraction (0..=1) of records with a wrong type, an impossible date or
     /// a missing required field.
-    #[serde(default)]
     pub dirty_rate: f64,
     /// Fraction (0..=1) of records with unknown extra keys (schema drift).
-    #[serde(default)]
     pub drift_rate: f64,
     /// Fraction (0..=1) of a batch's records that are changed versions of
     /// records created on an earlier day: the same `id`, a `lastModified`
     /// within the batch date, other values drawn afresh.
-    #[serde(default = "default_change_rate")]
     pub change_rate: f64,
     /// Fraction (0..=1) of a batch's records that are deletions of records
     /// created on an earlier day: that record's `id`, `"deleted": true`,
     /// the other fields present as in any record.
-    #[serde(default = "default_delete_rate")]
     pub delete_rate: f64,
     /// How many days back (1..=36525) the records changed or deleted in a
     /// batch were created: the day before the batch date at the latest.
-    #[serde(default = "default_change_lookback_days")]
     pub change_lookback_days: u32,
     /// Age in seconds after which a continuation token is expired (400
     /// `ContinuationTokenExpired`); 0 = tokens never expire and are a pure
     /// function of the position.
-    #[serde(default)]
     pub continuation_ttl_secs: u64,
     /// The client id the token endpoint accepts.
-    #[serde(default = "default_client_id")]
     pub client_id: String,
     /// The client secret the token endpoint accepts (never in Debug output).
-    #[serde(default = "default_client_secret")]
     pub client_secret: String,
     /// The scope the token endpoint accepts.
-    #[serde(default = "default_scope")]
     pub scope: String,
     /// The largest `pageSize` accepted (more is a 400).
-    #[serde(default = "default_max_page_size")]
     pub max_page_size: u32,
-}
-
-fn default_seed() -> u64 {
-    42
-}
-fn default_pims_sources() -> u32 {
-    3
-}
-fn default_supplier_sources() -> u32 {
-    1
-}
-fn default_rows_per_day() -> u64 {
-    200
-}
-fn default_spread() -> f64 {
-    100.0
-}
-fn default_change_rate() -> f64 {
-    0.10
-}
-fn default_delete_rate() -> f64 {
-    0.01
-}
-fn default_change_lookback_days() -> u32 {
-    90
-}
-fn default_retry_after_secs() -> u64 {
-    1
-}
-fn default_window_secs() -> u64 {
-    60
-}
-fn default_early_retry_grace_ms() -> u64 {
-    100
-}
-fn default_token_ttl_secs() -> u64 {
-    3599
-}
-fn default_client_id() -> String {
-    "demo-client".into()
-}
-fn default_client_secret() -> String {
-    "demo-secret".into()
-}
-fn default_scope() -> String {
-    "https://consumerapi.sync.vet/.default".into()
-}
-fn default_max_page_size() -> u32 {
-    5000
 }
 
 impl Default for EmulatorConfig {
     fn default() -> Self {
         EmulatorConfig {
-            seed: default_seed(),
-            pims_sources: default_pims_sources(),
-            supplier_sources: default_supplier_sources(),
-            rows_per_day: default_rows_per_day(),
-            spread: default_spread(),
+            seed: 42,
+            pims_sources: 3,
+            supplier_sources: 1,
+            rows_per_day: 200,
+            spread: 100.0,
             rate_limit_rps: 0,
             burst: 0,
-            retry_after_secs: default_retry_after_secs(),
+            retry_after_secs: 1,
             window_calls: 0,
-            window_secs: default_window_secs(),
+            window_secs: 60,
             window_sliding: false,
             max_concurrent_requests: 0,
-            early_retry_grace_ms: default_early_retry_grace_ms(),
-            token_ttl_secs: default_token_ttl_secs(),
+            early_retry_grace_ms: 100,
+            token_ttl_secs: 3599,
             error_rate_500: 0.0,
             error_rate_503: 0.0,
             error_rate_408: 0.0,
@@ -214,14 +133,14 @@ impl Default for EmulatorConfig {
             forbidden_sources: Vec::new(),
             dirty_rate: 0.0,
             drift_rate: 0.0,
-            change_rate: default_change_rate(),
-            delete_rate: default_delete_rate(),
-            change_lookback_days: default_change_lookback_days(),
+            change_rate: 0.10,
+            delete_rate: 0.01,
+            change_lookback_days: 90,
             continuation_ttl_secs: 0,
-            client_id: default_client_id(),
-            client_secret: default_client_secret(),
-            scope: default_scope(),
-            max_page_size: default_max_page_size(),
+            client_id: "demo-client".into(),
+            client_secret: "demo-secret".into(),
+            scope: "https://consumerapi.sync.vet/.default".into(),
+            max_page_size: 5000,
         }
     }
 }
@@ -378,6 +297,14 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("demo-client"));
+    }
+
+    #[test]
+    fn an_empty_file_is_the_default() {
+        assert_eq!(
+            EmulatorConfig::from_toml("").unwrap(),
+            EmulatorConfig::default()
+        );
     }
 
     #[test]

@@ -17,14 +17,10 @@ pub(crate) fn combine(hash: u64, value: u64) -> u64 {
     mix(hash ^ value.wrapping_mul(0x2545_f491_4f6c_dd1d))
 }
 
-/// FNV-1a of a string, then mixed: stable across platforms and builds.
+/// FNV-1a of a string (the catalog's), then mixed: stable across
+/// platforms and builds.
 pub(crate) fn hash_str(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    mix(h)
+    mix(syncvet_model::fnv1a(s.as_bytes()))
 }
 
 /// A uniform fraction in [0, 1) from a hash.

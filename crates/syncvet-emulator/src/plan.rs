@@ -72,7 +72,7 @@ pub(crate) struct Slot {
 
 /// A top-level member of a record: a field, or a nested object of fields.
 #[derive(Debug, Clone)]
-pub(crate) enum Member {
+pub(crate) enum SlotMember {
     Field(Slot),
     /// `"primaryVet":` and the nested fields.
     Object(Vec<u8>, Vec<Slot>),
@@ -85,7 +85,7 @@ pub(crate) struct EntityPlan {
     pub source_type: SourceType,
     /// The record id prefix (`pat`).
     pub id_prefix: &'static str,
-    pub members: Vec<Member>,
+    pub members: Vec<SlotMember>,
     /// Rough bytes per record, to size page buffers.
     pub bytes_hint: usize,
     /// Slot numbers (render order) a dirty record may break: any but the
@@ -394,28 +394,29 @@ fn gen_of(entity: &str, field: &Field) -> Gen {
 impl EntityPlan {
     /// The plan of a catalog entity.
     pub(crate) fn new(entity: &Entity) -> EntityPlan {
-        let mut members: Vec<Member> = Vec::new();
-        for field in &entity.fields {
-            let slot = |leaf: &str| Slot {
-                key: format!("\"{leaf}\":").into_bytes(),
-                field_type: field.field_type,
-                required: field.required,
-                generator: gen_of(&entity.name, field),
-            };
-            match field.key.split_once('.') {
-                None => members.push(Member::Field(slot(&field.key))),
-                Some((parent, leaf)) => {
-                    let parent_key = format!("\"{parent}\":").into_bytes();
-                    match members.iter_mut().find_map(|m| match m {
-                        Member::Object(k, slots) if *k == parent_key => Some(slots),
-                        _ => None,
-                    }) {
-                        Some(slots) => slots.push(slot(leaf)),
-                        None => members.push(Member::Object(parent_key, vec![slot(leaf)])),
-                    }
+        let slot = |leaf: &str, field: &Field| Slot {
+            key: format!("\"{leaf}\":").into_bytes(),
+            field_type: field.field_type,
+            required: field.required,
+            generator: gen_of(&entity.name, field),
+        };
+        let members: Vec<SlotMember> = entity
+            .members()
+            .iter()
+            .map(|member| match member {
+                syncvet_model::Member::Field(i) => {
+                    let field = &entity.fields[*i];
+                    SlotMember::Field(slot(&field.key, field))
                 }
-            }
-        }
+                syncvet_model::Member::Object { key, fields } => SlotMember::Object(
+                    format!("\"{key}\":").into_bytes(),
+                    fields
+                        .iter()
+                        .map(|(leaf, i)| slot(leaf, &entity.fields[*i]))
+                        .collect(),
+                ),
+            })
+            .collect();
         let fields = entity.fields.len();
         let mut plan = EntityPlan {
             name: entity.name.clone(),
@@ -445,8 +446,8 @@ impl EntityPlan {
     /// Every slot, nested ones included, in render order.
     pub(crate) fn slots(&self) -> impl Iterator<Item = &Slot> {
         self.members.iter().flat_map(|m| match m {
-            Member::Field(s) => std::slice::from_ref(s),
-            Member::Object(_, slots) => slots.as_slice(),
+            SlotMember::Field(s) => std::slice::from_ref(s),
+            SlotMember::Object(_, slots) => slots.as_slice(),
         })
     }
 }
@@ -464,7 +465,7 @@ mod tests {
             .members
             .iter()
             .filter_map(|m| match m {
-                Member::Object(k, slots) => {
+                SlotMember::Object(k, slots) => {
                     Some((String::from_utf8(k.clone()).unwrap(), slots.len()))
                 }
                 _ => None,

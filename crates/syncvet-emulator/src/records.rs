@@ -18,7 +18,7 @@ use crate::json::{
     push_timestamp,
 };
 use crate::lineage::{Lineage, Origin, RecordKind};
-use crate::plan::{EntityPlan, FIRST_NAMES, Gen, LAST_NAMES, Member, Slot, Text};
+use crate::plan::{EntityPlan, FIRST_NAMES, Gen, LAST_NAMES, Slot, SlotMember, Text};
 
 const DIRTY_SALT: u64 = 0xd1d7_0000_0000_0001;
 const DRIFT_SALT: u64 = 0xd1f7_0000_0000_0002;
@@ -95,11 +95,11 @@ impl Batch<'_> {
         let mut slot_no = 0usize;
         for member in &self.plan.members {
             match member {
-                Member::Field(slot) => {
+                SlotMember::Field(slot) => {
                     self.render_slot(out, &mut first, slot, slot_no, current, &mut d);
                     slot_no += 1;
                 }
-                Member::Object(key, slots) => {
+                SlotMember::Object(key, slots) => {
                     let all_optional = slots.iter().all(|s| !s.required);
                     let hit =
                         dirt.is_some_and(|(_, n)| (slot_no..slot_no + slots.len()).contains(&n));

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use serde::Deserialize;
-use syncvet_client::Secret;
+use syncvet_client::SecretString;
 use syncvet_emulator::{EmulatorConfig, RunningEmulator};
 use syncvet_runner::{Config, RunnerError};
 
@@ -90,7 +90,7 @@ impl Settings {
         api.base_url = emulator.base_url();
         api.token_url = emulator.token_url();
         api.client_id = settings.client_id.clone();
-        api.client_secret = Some(Secret::new(settings.client_secret.clone()));
+        api.client_secret = Some(SecretString::from(settings.client_secret.clone()));
         api.client_secret_env = None;
         api.client_secret_file = None;
         Ok(Some(emulator))
@@ -100,6 +100,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use syncvet_client::ExposeSecret;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -141,7 +142,10 @@ mod tests {
         .unwrap();
         assert!(!emulator.enabled);
         assert_eq!(config.lake.url, "s3://vet-data-lake/syncvet");
-        assert_eq!(config.api.resolve_secret().unwrap().expose(), "s3cr3t");
+        assert_eq!(
+            config.api.resolve_secret().unwrap().expose_secret(),
+            "s3cr3t"
+        );
         assert_eq!(config.daemon.listen, "0.0.0.0:9184");
     }
 

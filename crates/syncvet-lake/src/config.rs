@@ -9,55 +9,44 @@ use crate::LakeError;
 
 /// Where and how the lake is written (`[lake]` in the config file).
 #[derive(Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LakeConfig {
     /// Root of the lake: a plain path (created if missing), `file:///abs/path`,
     /// `s3://bucket/prefix`, `az://container/prefix`,
     /// `abfs://container@account.dfs.core.windows.net/prefix` or `gs://bucket/prefix`.
     /// Credentials and endpoints come from the environment as object_store
     /// reads them (`AWS_*`, `AZURE_*`, `GOOGLE_*`) and from `options`.
-    #[serde(default = "default_url")]
     pub url: String,
     /// Rows per Parquet row group; one row group per file is what the writer
     /// holds in memory.
-    #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
     /// A data file is closed and the next one started once it reaches this
     /// size (checked after each row group, so files end slightly larger).
-    #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
     /// Parts of one file uploaded at the same time.
-    #[serde(default = "default_upload_concurrency")]
     pub upload_concurrency: usize,
     /// zstd compression level of the Parquet pages (1..=22). 1 by default:
     /// on dictionary-encoded pages it compresses as well as 3 (1.1M
     /// `patients`: 66.7 MB against 68.0 MB) and the run is 11% faster;
     /// readers decompress every level at the same speed.
-    #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
     /// How long a failing store request is retried (connection refused,
     /// 5xx, 429) before the error surfaces.
-    #[serde(default = "default_retry_timeout_secs")]
     pub retry_timeout_secs: u64,
     /// The longest pause between two retries of a store request.
-    #[serde(default = "default_retry_max_backoff_secs")]
     pub retry_max_backoff_secs: u64,
     /// The most retries of one store request.
-    #[serde(default = "default_max_retries")]
     pub max_retries: usize,
     /// A run commits the batches it finishes in groups: once the oldest
     /// waiting batch has waited this long (and at the end of the run). A
     /// crash loses at most this much work, which the re-run redoes; the
     /// commits per table in a night are about the night's length over this.
-    #[serde(default = "default_commit_interval_secs")]
     pub commit_interval_secs: f64,
     /// ... or once this many batches are waiting, whichever comes first.
-    #[serde(default = "default_commit_group_batches")]
     pub commit_group_batches: usize,
     /// A run maintains the tables it wrote (see `syncvet-etl maintain`):
     /// between group commits, days with 64 small files are compacted; once
     /// its batches are committed, the days it landed, then vacuum.
-    #[serde(default = "default_maintain_after_run")]
     pub maintain_after_run: bool,
     /// The files a run compacts: those under this size, whose number is
     /// what slows readers and whose rewrite costs little. Bigger ones (a
@@ -65,76 +54,33 @@ pub struct LakeConfig {
     /// compacts every file under `max_file_bytes`: rewriting them in every
     /// run would double its Parquet work (4 sources of 250k records:
     /// 180k records/s against 317k).
-    #[serde(default = "default_run_compacts_below_bytes")]
     pub run_compacts_below_bytes: u64,
     /// `maintain` vacuums the files that no table version of this many
     /// past hours refers to: readers can time-travel this far back, and a
     /// writer's files not yet committed are never this old. Shorter than
     /// the longest run is unsafe.
-    #[serde(default = "default_vacuum_retention_hours")]
     pub vacuum_retention_hours: f64,
     /// object_store options (`aws_endpoint`, `azure_storage_account_key`, …),
     /// applied over the environment. Values are never logged.
-    #[serde(default)]
     pub options: BTreeMap<String, String>,
-}
-
-fn default_url() -> String {
-    "./lake".into()
-}
-fn default_row_group_rows() -> usize {
-    65_536
-}
-fn default_max_file_bytes() -> u64 {
-    256 * 1024 * 1024
-}
-fn default_upload_concurrency() -> usize {
-    2
-}
-fn default_zstd_level() -> i32 {
-    1
-}
-fn default_retry_timeout_secs() -> u64 {
-    120
-}
-fn default_retry_max_backoff_secs() -> u64 {
-    5
-}
-fn default_commit_interval_secs() -> f64 {
-    60.0
-}
-fn default_commit_group_batches() -> usize {
-    1000
-}
-fn default_maintain_after_run() -> bool {
-    true
-}
-fn default_run_compacts_below_bytes() -> u64 {
-    8 * 1024 * 1024
-}
-fn default_vacuum_retention_hours() -> f64 {
-    7.0 * 24.0
-}
-fn default_max_retries() -> usize {
-    60
 }
 
 impl Default for LakeConfig {
     fn default() -> Self {
         LakeConfig {
-            url: default_url(),
-            row_group_rows: default_row_group_rows(),
-            max_file_bytes: default_max_file_bytes(),
-            upload_concurrency: default_upload_concurrency(),
-            zstd_level: default_zstd_level(),
-            retry_timeout_secs: default_retry_timeout_secs(),
-            retry_max_backoff_secs: default_retry_max_backoff_secs(),
-            max_retries: default_max_retries(),
-            commit_interval_secs: default_commit_interval_secs(),
-            commit_group_batches: default_commit_group_batches(),
-            maintain_after_run: default_maintain_after_run(),
-            run_compacts_below_bytes: default_run_compacts_below_bytes(),
-            vacuum_retention_hours: default_vacuum_retention_hours(),
+            url: "./lake".into(),
+            row_group_rows: 65_536,
+            max_file_bytes: 256 * 1024 * 1024,
+            upload_concurrency: 2,
+            zstd_level: 1,
+            retry_timeout_secs: 120,
+            retry_max_backoff_secs: 5,
+            max_retries: 60,
+            commit_interval_secs: 60.0,
+            commit_group_batches: 1000,
+            maintain_after_run: true,
+            run_compacts_below_bytes: 8 * 1024 * 1024,
+            vacuum_retention_hours: 7.0 * 24.0,
             options: BTreeMap::new(),
         }
     }

@@ -136,6 +136,22 @@ impl Field {
     }
 }
 
+/// A top-level member of an entity's records: a field, or a nested object
+/// of fields (`primaryVet`, holding `primaryVet.id` and `primaryVet.name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Member {
+    /// The field of that index in [`Entity::fields`].
+    Field(usize),
+    /// A nested object: its key, and each of its fields' leaf key and index
+    /// in [`Entity::fields`], in catalog order.
+    Object {
+        /// The object's key (`primaryVet`).
+        key: String,
+        /// (`id`, index of `primaryVet.id`), …
+        fields: Vec<(String, usize)>,
+    },
+}
+
 /// One entity of the catalog: its fields and the schema derived from them.
 #[derive(Debug, Clone)]
 pub struct Entity {
@@ -148,6 +164,7 @@ pub struct Entity {
     pub fields: Vec<Field>,
     /// Where the definition came from (`embedded:pims/patients.toml` or a path).
     pub origin: String,
+    members: Vec<Member>,
     schema: SchemaRef,
     fingerprint: String,
 }
@@ -159,6 +176,13 @@ impl Entity {
         self.schema.clone()
     }
 
+    /// The shape of a record: its top-level members in catalog order, each
+    /// nested object once, at its first field's place. The one grouping of
+    /// dotted keys that the decoder and the emulator both follow.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
     /// The fields stored as columns, in schema order.
     pub fn columns(&self) -> impl Iterator<Item = &Field> {
         self.fields
@@ -166,7 +190,8 @@ impl Entity {
             .filter(|f| f.role != FieldRole::SourceKey)
     }
 
-    /// A short, stable hash of the schema (column names, types, nullability).
+    /// A short, stable hash of the schema (column names, the catalog's type
+    /// names, nullability).
     pub fn schema_fingerprint(&self) -> &str {
         &self.fingerprint
     }
@@ -354,13 +379,15 @@ fn parse_entity(file: &str, text: &str) -> Result<Entity, CatalogError> {
             });
         }
     }
-    let mut prefixes = HashSet::new();
-    for f in &fields {
-        if let Some((parent, _)) = f.key.split_once('.') {
-            prefixes.insert(parent);
-        }
-    }
-    if let Some(f) = fields.iter().find(|f| prefixes.contains(f.key.as_str())) {
+    let members = members_of(&fields);
+    let objects: HashSet<&str> = members
+        .iter()
+        .filter_map(|m| match m {
+            Member::Object { key, .. } => Some(key.as_str()),
+            Member::Field(_) => None,
+        })
+        .collect();
+    if let Some(f) = fields.iter().find(|f| objects.contains(f.key.as_str())) {
         return Err(CatalogError::Field {
             file: file.to_owned(),
             field: f.key.clone(),
@@ -374,15 +401,39 @@ fn parse_entity(file: &str, text: &str) -> Result<Entity, CatalogError> {
             .map(|f| ArrowField::new(&f.column, f.field_type.arrow_type(), f.nullable()))
             .collect::<Vec<_>>(),
     ));
-    let fingerprint = fingerprint(&schema);
+    let fingerprint = fingerprint(&fields);
     Ok(Entity {
         name: parsed.entity,
         source,
         fields,
         origin: file.to_owned(),
+        members,
         schema,
         fingerprint,
     })
+}
+
+/// Groups dotted keys into their nested objects, in catalog order.
+fn members_of(fields: &[Field]) -> Vec<Member> {
+    let mut members: Vec<Member> = Vec::new();
+    for (i, field) in fields.iter().enumerate() {
+        let Some((parent, leaf)) = field.key.split_once('.') else {
+            members.push(Member::Field(i));
+            continue;
+        };
+        let object = members.iter_mut().find_map(|m| match m {
+            Member::Object { key, fields } if key == parent => Some(fields),
+            _ => None,
+        });
+        match object {
+            Some(fields) => fields.push((leaf.to_owned(), i)),
+            None => members.push(Member::Object {
+                key: parent.to_owned(),
+                fields: vec![(leaf.to_owned(), i)],
+            }),
+        }
+    }
+    members
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -410,21 +461,25 @@ pub(crate) fn snake_case(key: &str) -> String {
 }
 
 /// FNV-1a over the schema's columns: stable across builds and platforms.
-fn fingerprint(schema: &Schema) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for field in schema.fields() {
-        let line = format!(
-            "{}:{}:{};",
-            field.name(),
-            field.data_type(),
-            field.is_nullable()
-        );
-        for byte in line.bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{hash:016x}")
+/// A hash of the stored columns (name, catalog type name, nullability):
+/// the catalog's own names, so that it moves only when the catalog does
+/// (arrow's `DataType` display changed between arrow versions).
+fn fingerprint(fields: &[Field]) -> String {
+    let text: String = fields
+        .iter()
+        .filter(|f| f.role != FieldRole::SourceKey)
+        .map(|f| format!("{}:{}:{};", f.column, f.field_type, f.nullable()))
+        .collect();
+    format!("{:016x}", fnv1a(text.as_bytes()))
+}
+
+/// FNV-1a, 64 bits: a stable hash of bytes (the same on every platform,
+/// build and version), for the schema fingerprint and the emulator's
+/// deterministic data. Written here because it is four lines.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ mod error;
 mod field_type;
 pub mod scan;
 
-pub use catalog::{Catalog, Entity, Field, FieldRole, SourceType};
+pub use catalog::{Catalog, Entity, Field, FieldRole, Member, SourceType, fnv1a};
 pub use decode::{DecodedPage, PageDecoder, Reject};
 pub use error::{CatalogError, Chain, DecodeError};
 pub use field_type::FieldType;

@@ -173,12 +173,7 @@ impl Shard {
     /// Whether `source_id` belongs to this shard. FNV-1a, so the split is
     /// the same on every machine and every release.
     pub fn contains(&self, source_id: &str) -> bool {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in source_id.bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        hash % u64::from(self.count) == u64::from(self.index)
+        syncvet_model::fnv1a(source_id.as_bytes()) % u64::from(self.count) == u64::from(self.index)
     }
 }
 

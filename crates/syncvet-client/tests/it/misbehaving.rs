@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use syncvet_client::{ApiClient, ClientError, Secret};
+use syncvet_client::{ApiClient, ClientError, SecretString};
 
 use crate::support::{config_for, date};
 
@@ -71,7 +71,7 @@ pub(crate) fn client_for(
 ) -> ApiClient {
     let mut config = config_for(&server.base_url, &server.token_url);
     tune(&mut config);
-    ApiClient::new(&config, Secret::new("demo-secret")).unwrap()
+    ApiClient::new(&config, SecretString::from("demo-secret")).unwrap()
 }
 
 pub(crate) fn page_json(body: impl Into<Body>) -> Response {
@@ -250,7 +250,7 @@ async fn refused_credentials_are_an_auth_error_without_the_secret() {
         &format!("http://{addr}/api/"),
         &format!("http://{addr}/token"),
     );
-    let client = ApiClient::new(&config, Secret::new("demo-secret")).unwrap();
+    let client = ApiClient::new(&config, SecretString::from("demo-secret")).unwrap();
     let err = client.check_auth().await.unwrap_err();
     assert!(
         matches!(err, ClientError::Auth { .. }) && err.is_fatal_for_run(),

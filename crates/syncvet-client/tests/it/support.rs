@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use syncvet_client::{ApiClient, ApiConfig, ClientError, PageEvent, Secret, StreamStats};
+use syncvet_client::{ApiClient, ApiConfig, ClientError, PageEvent, SecretString, StreamStats};
 use syncvet_emulator::{EmulatorConfig, RunningEmulator};
 
 /// A client config for `emulator` with quick backoffs and a generous rate.
@@ -11,7 +11,7 @@ pub fn config_for(base_url: &str, token_url: &str) -> ApiConfig {
         base_url: base_url.to_string(),
         token_url: token_url.to_string(),
         client_id: "demo-client".into(),
-        client_secret: Some(Secret::new("demo-secret")),
+        client_secret: Some(SecretString::from("demo-secret")),
         page_size: 100,
         request_timeout_secs: 10,
         ..ApiConfig::default()
@@ -34,7 +34,7 @@ pub async fn emulator(config: EmulatorConfig) -> RunningEmulator {
 pub fn client(emulator: &RunningEmulator, tune: impl FnOnce(&mut ApiConfig)) -> ApiClient {
     let mut config = config_for(&emulator.base_url(), &emulator.token_url());
     tune(&mut config);
-    ApiClient::new(&config, Secret::new("demo-secret")).expect("valid config")
+    ApiClient::new(&config, SecretString::from("demo-secret")).expect("valid config")
 }
 
 /// Everything one batch stream delivered, checked for order and duplicates.

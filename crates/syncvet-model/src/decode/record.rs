@@ -18,7 +18,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::value::RawValue;
 
 use super::cell::{self, Cell};
-use crate::{Entity, FieldRole, FieldType};
+use crate::{Entity, FieldRole, FieldType, Member};
 
 /// Where a JSON key leads.
 #[derive(Debug, Clone, Copy)]
@@ -74,28 +74,26 @@ impl RecordLayout {
     pub(crate) fn new(entity: Arc<Entity>) -> RecordLayout {
         let mut top = KeyIndex::default();
         let mut objects: Vec<NestedObject> = Vec::new();
-        let mut source_key = None;
-        for (i, field) in entity.fields.iter().enumerate() {
-            if field.role == FieldRole::SourceKey {
-                source_key = Some(i);
-            }
-            let Some((parent, child)) = field.key.split_once('.') else {
-                top.push(&field.key, Route::Field(i));
-                continue;
-            };
-            let o = match objects.iter().position(|o| *o.key == *parent) {
-                Some(o) => o,
-                None => {
-                    top.push(parent, Route::Object(objects.len()));
+        for member in entity.members() {
+            match member {
+                Member::Field(i) => top.push(&entity.fields[*i].key, Route::Field(*i)),
+                Member::Object { key, fields } => {
+                    top.push(key, Route::Object(objects.len()));
+                    let mut index = KeyIndex::default();
+                    for (leaf, i) in fields {
+                        index.push(leaf, Route::Field(*i));
+                    }
                     objects.push(NestedObject {
-                        key: parent.into(),
-                        index: KeyIndex::default(),
+                        key: key.as_str().into(),
+                        index,
                     });
-                    objects.len() - 1
                 }
-            };
-            objects[o].index.push(child, Route::Field(i));
+            }
         }
+        let source_key = entity
+            .fields
+            .iter()
+            .position(|f| f.role == FieldRole::SourceKey);
         RecordLayout {
             entity,
             top,
