@@ -36,7 +36,7 @@ use chrono::NaiveDate;
 use crate::EmulatorConfig;
 use crate::hash::{Draws, combine, mix, unit};
 use crate::page::days_since_epoch;
-use crate::plan::prefix_of;
+use crate::plan::embedded_catalog;
 use crate::records::push_record_id;
 use crate::sources::{BatchSizer, batch_prefix};
 
@@ -93,7 +93,8 @@ pub fn record_identity(
     let lineage = Lineage::new(config, source_id, entity);
     let origin = lineage.origin(days, combine(lineage.batch_hash(days), index), index);
     let mut id = Vec::with_capacity(24);
-    push_record_id(&mut id, prefix_of(entity), origin.days, origin.index);
+    let prefix = &embedded_catalog().entity(entity)?.id_prefix;
+    push_record_id(&mut id, prefix, origin.days, origin.index);
     Some(RecordIdentity {
         id: String::from_utf8(id).expect("ids are ASCII"),
         kind: origin.kind,

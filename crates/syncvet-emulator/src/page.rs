@@ -249,7 +249,7 @@ mod tests {
         };
         let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
         for entity in catalog.entities() {
-            let plan = EntityPlan::new(entity);
+            let plan = EntityPlan::new(entity, &catalog);
             let page = render_batch_page(&config, &plan, "p-0001", date, 5, 40, 30, Some("x"));
             let value: serde_json::Value = serde_json::from_slice(&page.body).unwrap_or_else(|e| {
                 panic!(

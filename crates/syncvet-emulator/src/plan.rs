@@ -1,16 +1,20 @@
 //! How each catalog field is generated: decided once per entity from the
-//! field's type, role, listed values and key, so rendering a record is a
+//! field's role, type, listed values and catalog hints (`sample`,
+//! `references`, `range`; never its name), so rendering a record is a
 //! tight loop over precomputed slots.
 
-use syncvet_model::{Entity, Field, FieldRole, FieldType, SourceType};
+use std::sync::OnceLock;
+
+use syncvet_model::{Catalog, Entity, Field, FieldRole, FieldType, SourceType};
 
 /// What kind of value a string field gets.
 #[derive(Debug, Clone)]
 pub(crate) enum Text {
     /// The record's own id (`pat-20261127-000042`).
     RecordId,
-    /// A reference to another record (`cli-20260311-000017`).
-    Reference(&'static str),
+    /// A reference to another record (`cli-20260311-000017`): the
+    /// referenced entity's id prefix.
+    Reference(Box<str>),
     /// `practiceId` of a supplier record: a PIMS source id.
     CustomerPractice,
     /// One of the catalog's listed values.
@@ -84,7 +88,7 @@ pub(crate) struct EntityPlan {
     pub name: String,
     pub source_type: SourceType,
     /// The record id prefix (`pat`).
-    pub id_prefix: &'static str,
+    pub id_prefix: String,
     pub members: Vec<SlotMember>,
     /// Rough bytes per record, to size page buffers.
     pub bytes_hint: usize,
@@ -249,96 +253,90 @@ const ALERTS: &[&str] = &[
 ];
 const SITE_NAMES: &[&str] = &["Main Street Clinic", "North Campus", "Downtown", "Westside"];
 
-/// The id prefix of an entity's records, or of a reference key's target.
-pub(crate) fn prefix_of(name: &str) -> &'static str {
-    match name {
-        "sites" | "site" => "sit",
-        "clients" | "client" => "cli",
-        "patients" | "patient" => "pat",
-        "providers" | "provider" | "primaryVet" => "pro",
-        "appointments" | "appointment" => "apt",
-        "products" | "product" => "prd",
-        "invoices" | "invoice" => "inv",
-        "invoice_lines" => "inl",
-        "payments" => "pay",
-        "reminders" => "rem",
-        "vaccinations" => "vac",
-        "prescriptions" => "rx",
-        "medical_notes" => "note",
-        "supplier_products" => "sp",
-        "supplier_invoices" => "sinv",
-        "supplier_invoice_lines" => "sinl",
-        _ => "rec",
-    }
+/// The embedded catalog, parsed once: what the emulator serves.
+pub(crate) fn embedded_catalog() -> &'static Catalog {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
+    CATALOG.get_or_init(Catalog::embedded)
 }
 
-fn text_of(entity: &str, field: &Field) -> Text {
-    if !field.values.is_empty() && field.key != "practiceId" {
-        return Text::Listed(field.values.clone());
-    }
-    let key = field.key.as_str();
-    let leaf = key.rsplit('.').next().unwrap_or(key);
-    if key == "id" {
+/// The words of a `sample` kind of text, for the kinds that are a list.
+fn word_list(sample: &str) -> Option<&'static [&'static str]> {
+    Some(match sample {
+        "first_name" => FIRST_NAMES,
+        "last_name" => LAST_NAMES,
+        "pet_name" => PET_NAMES,
+        "site_name" => SITE_NAMES,
+        "product_name" => PRODUCTS,
+        "species" => SPECIES,
+        "breed" => BREEDS,
+        "color" => COLORS,
+        "sex" => SEXES,
+        "title" => TITLES,
+        "city" => CITIES,
+        "state" => STATES,
+        "country" => &["US"],
+        "time_zone" => ZONES,
+        "contact_method" => CONTACT,
+        "referral_source" => REFERRAL,
+        "status" => STATUS,
+        "appointment_type" => APPOINTMENT_TYPES,
+        "room" => ROOMS,
+        "category" => CATEGORIES,
+        "unit" => UNITS,
+        "manufacturer" => MANUFACTURERS,
+        "route" => ROUTES,
+        "strength" => STRENGTHS,
+        "weight_unit" => WEIGHT_UNITS,
+        "currency" => CURRENCIES,
+        "alert" => ALERTS,
+        _ => return None,
+    })
+}
+
+/// A string field's generator, from its catalog hints alone: listed
+/// values, a reference, a `sample` kind, or a code.
+fn text_of(field: &Field, catalog: &Catalog) -> Text {
+    let sample = &field.sample;
+    if field.key == "id" {
         return Text::RecordId;
     }
-    if key == "practiceId" {
-        return Text::CustomerPractice;
+    if let Some(target) = &sample.references {
+        let prefix = catalog
+            .entity(target)
+            .map_or("rec", |entity| entity.id_prefix.as_str());
+        return Text::Reference(prefix.into());
     }
-    if leaf == "id" || key.ends_with("Id") {
-        let target = key.split('.').next().unwrap_or(key).trim_end_matches("Id");
-        return Text::Reference(prefix_of(target));
+    let Some(kind) = sample.text.as_deref() else {
+        return match field.values.is_empty() {
+            true => Text::Code("X", 6),
+            false => Text::Listed(field.values.clone()),
+        };
+    };
+    if let Some(words) = word_list(kind) {
+        return Text::Word(words);
     }
-    let lower = key.to_ascii_lowercase();
-    let word = |list: &'static [&'static str]| Text::Word(list);
-    match lower.as_str() {
-        "firstname" => word(FIRST_NAMES),
-        "lastname" => word(LAST_NAMES),
-        "primaryvet.name" => Text::PersonName,
-        "name" => match entity {
-            "patients" => word(PET_NAMES),
-            "sites" => word(SITE_NAMES),
-            "products" => word(PRODUCTS),
-            _ => Text::PersonName,
-        },
-        "productname" | "drugname" | "vaccinename" => word(PRODUCTS),
+    match kind {
+        "practice_id" => Text::CustomerPractice,
+        "person_name" => Text::PersonName,
         "email" => Text::Email,
-        "species" | "speciesdescription" => word(SPECIES),
-        "breed" | "breeddescription" => word(BREEDS),
-        "color" => word(COLORS),
-        "sex" => word(SEXES),
-        "title" => word(TITLES),
-        "city" => word(CITIES),
-        "state" => word(STATES),
-        "country" => word(&["US"]),
-        "postalcode" => Text::PostalCode,
-        "addressline1" => Text::Street,
-        "addressline2" => Text::Code("Suite ", 3),
-        "timezone" => word(ZONES),
-        "preferredcontactmethod" => word(CONTACT),
-        "referralsource" => word(REFERRAL),
-        "status" => word(STATUS),
-        "appointmenttype" => word(APPOINTMENT_TYPES),
-        "room" => word(ROOMS),
-        "category" => word(CATEGORIES),
-        "unitofmeasure" => word(UNITS),
-        "manufacturer" | "manufacturername" => word(MANUFACTURERS),
-        "route" => word(ROUTES),
-        "strength" => word(STRENGTHS),
-        "weightunit" => word(WEIGHT_UNITS),
-        "currency" => word(CURRENCIES),
+        "phone" => Text::Phone,
+        "street" => Text::Street,
+        "suite" => Text::Code("Suite ", 3),
+        "postal_code" => Text::PostalCode,
         "microchip" => Text::Code("9851", 11),
-        "invoicenumber" => Text::Code("INV-", 7),
-        "sku" | "supplierproductcode" => Text::Code("SKU-", 6),
+        "invoice_number" => Text::Code("INV-", 7),
+        "sku" => Text::Code("SKU-", 6),
         "gtin" => Text::Code("0", 13),
-        "code" => Text::Code("P", 5),
-        "subjective" | "objective" | "assessment" | "plan" => Text::Prose(8, 30),
-        "description" | "reason" | "instructions" => Text::Prose(3, 9),
-        _ if lower.starts_with("phone") => Text::Phone,
-        _ => Text::Code("X", 6),
+        "product_code" => Text::Code("P", 5),
+        "notes" => Text::Prose(8, 30),
+        "text" => Text::Prose(3, 9),
+        // The catalog accepts only the kinds of `TEXT_SAMPLES`, each mapped here.
+        other => unreachable!("sample kind `{other}` has no generator"),
     }
 }
 
-fn gen_of(entity: &str, field: &Field) -> Gen {
+/// A field's generator: its role, then its type and catalog hints.
+fn gen_of(field: &Field, catalog: &Catalog) -> Gen {
     match field.role {
         FieldRole::SourceKey => return Gen::SourceKey,
         FieldRole::DeletedFlag => return Gen::Deleted,
@@ -347,25 +345,17 @@ fn gen_of(entity: &str, field: &Field) -> Gen {
     if field.key == "lastModified" {
         return Gen::LastModified;
     }
-    let lower = field.key.to_ascii_lowercase();
+    let range = field.sample.range;
     match field.field_type {
-        FieldType::String => Gen::Text(text_of(entity, field)),
-        FieldType::Int32 | FieldType::Int64 => match lower.as_str() {
-            "durationminutes" => Gen::Int(10, 120),
-            "linenumber" => Gen::Int(1, 25),
-            "packsize" => Gen::Int(1, 144),
-            _ => Gen::Int(0, 12),
-        },
+        FieldType::String => Gen::Text(text_of(field, catalog)),
+        FieldType::Int32 | FieldType::Int64 => {
+            let (lo, hi) = range.unwrap_or((0, 12));
+            Gen::Int(lo, hi)
+        }
         FieldType::Float64 => Gen::Float(1000.0),
         FieldType::Decimal { precision, scale } => {
             let scale = scale as u32;
-            let whole: u64 = if lower.contains("weight") {
-                80
-            } else if lower.contains("quantity") {
-                24
-            } else {
-                2000
-            };
+            let whole = range.map_or(2000, |(_, hi)| hi.max(1) as u64);
             let cap = 10u64.saturating_pow(precision as u32).saturating_sub(1);
             Gen::Decimal {
                 scale,
@@ -374,31 +364,33 @@ fn gen_of(entity: &str, field: &Field) -> Gen {
         }
         FieldType::Bool => Gen::Bool,
         FieldType::Date => {
-            if lower.contains("birth") {
-                Gen::Date(-7000, -60)
-            } else if lower.contains("due") || lower.contains("expiration") {
-                Gen::Date(1, 730)
-            } else {
-                Gen::Date(-400, 0)
-            }
+            let (lo, hi) = range.unwrap_or((-400, 0));
+            Gen::Date(lo, hi)
         }
-        // Scheduled times may lie ahead of the batch date; records of the past may not.
-        FieldType::Timestamp if lower.contains("start") || lower.contains("end") => {
-            Gen::Timestamp(-30, 60)
+        FieldType::Timestamp => {
+            let (lo, hi) = range.unwrap_or((-400, 0));
+            Gen::Timestamp(lo, hi)
         }
-        FieldType::Timestamp => Gen::Timestamp(-400, 0),
-        FieldType::StringList => Gen::List(ALERTS),
+        FieldType::StringList => Gen::List(
+            field
+                .sample
+                .text
+                .as_deref()
+                .and_then(word_list)
+                .unwrap_or(WORDS),
+        ),
     }
 }
 
 impl EntityPlan {
-    /// The plan of a catalog entity.
-    pub(crate) fn new(entity: &Entity) -> EntityPlan {
+    /// The plan of a catalog entity (`catalog` holds the entities its
+    /// fields reference).
+    pub(crate) fn new(entity: &Entity, catalog: &Catalog) -> EntityPlan {
         let slot = |leaf: &str, field: &Field| Slot {
             key: format!("\"{leaf}\":").into_bytes(),
             field_type: field.field_type,
             required: field.required,
-            generator: gen_of(&entity.name, field),
+            generator: gen_of(field, catalog),
         };
         let members: Vec<SlotMember> = entity
             .members()
@@ -421,7 +413,7 @@ impl EntityPlan {
         let mut plan = EntityPlan {
             name: entity.name.clone(),
             source_type: entity.source,
-            id_prefix: prefix_of(&entity.name),
+            id_prefix: entity.id_prefix.clone(),
             members,
             bytes_hint: 24 * fields + 64,
             dirty_targets: Default::default(),
@@ -460,7 +452,7 @@ mod tests {
     #[test]
     fn nested_keys_become_one_object_and_references_get_prefixes() {
         let catalog = Catalog::embedded();
-        let plan = EntityPlan::new(catalog.entity("patients").unwrap());
+        let plan = EntityPlan::new(catalog.entity("patients").unwrap(), &catalog);
         let objects: Vec<_> = plan
             .members
             .iter()
@@ -479,14 +471,14 @@ mod tests {
         let client = plan.slots().find(|s| s.key == b"\"clientId\":").unwrap();
         assert!(matches!(
             client.generator,
-            Gen::Text(Text::Reference("cli"))
+            Gen::Text(Text::Reference(ref prefix)) if &**prefix == "cli"
         ));
     }
 
     #[test]
     fn supplier_invoices_name_a_customer_practice() {
         let catalog = Catalog::embedded();
-        let plan = EntityPlan::new(catalog.entity("supplier_invoices").unwrap());
+        let plan = EntityPlan::new(catalog.entity("supplier_invoices").unwrap(), &catalog);
         let practice = plan.slots().find(|s| s.key == b"\"practiceId\":").unwrap();
         assert!(matches!(
             practice.generator,
@@ -494,5 +486,59 @@ mod tests {
         ));
         let supplier = plan.slots().find(|s| s.key == b"\"supplierId\":").unwrap();
         assert!(matches!(supplier.generator, Gen::SourceKey));
+    }
+
+    #[test]
+    fn an_entity_of_a_user_catalog_is_generated_from_its_hints_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("labs.toml"),
+            r#"entity = "lab_results"
+source = "pims"
+id_prefix = "lab"
+[[fields]]
+key = "patientId"
+type = "string"
+references = "patients"
+[[fields]]
+key = "technicianContact"
+type = "string"
+sample = "email"
+[[fields]]
+key = "resultValue"
+type = "int32"
+range = [40, 60]
+[[fields]]
+key = "sampledOn"
+type = "date"
+range = [-3, -1]
+[[fields]]
+key = "comment"
+type = "string"
+"#,
+        )
+        .unwrap();
+        let catalog = Catalog::load(Some(dir.path())).unwrap();
+        let plan = EntityPlan::new(catalog.entity("lab_results").unwrap(), &catalog);
+        let generator = |key: &str| {
+            plan.slots()
+                .find(|s| s.key == format!("\"{key}\":").as_bytes())
+                .unwrap()
+                .generator
+                .clone()
+        };
+        assert_eq!(plan.id_prefix, "lab");
+        assert!(matches!(generator("patientId"), Gen::Text(Text::Reference(p)) if &*p == "pat"));
+        // Not a name the emulator knows: the hint, not the key, decides.
+        assert!(matches!(
+            generator("technicianContact"),
+            Gen::Text(Text::Email)
+        ));
+        assert!(matches!(generator("resultValue"), Gen::Int(40, 60)));
+        assert!(matches!(generator("sampledOn"), Gen::Date(-3, -1)));
+        assert!(matches!(
+            generator("comment"),
+            Gen::Text(Text::Code("X", 6))
+        ));
     }
 }

@@ -270,7 +270,7 @@ impl Batch<'_> {
             }
             Text::RecordId => {
                 out.push(b'"');
-                push_record_id(out, self.plan.id_prefix, origin.days, origin.index);
+                push_record_id(out, &self.plan.id_prefix, origin.days, origin.index);
                 out.push(b'"');
             }
             Text::Reference(prefix) => {

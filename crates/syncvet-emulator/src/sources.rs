@@ -13,6 +13,7 @@ use syncvet_model::SourceType;
 use crate::EmulatorConfig;
 use crate::hash::{combine, hash_str, mix, unit};
 use crate::page::{UNIX_EPOCH_DAYS_FROM_CE, days_since_epoch};
+use crate::plan::embedded_catalog;
 
 /// One data source as `GET /api/practices` lists it.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,27 +76,6 @@ const ZONES: &[&str] = &[
     "America/Phoenix",
     "Europe/London",
     "Australia/Sydney",
-];
-
-/// Relative weight of each known entity (heavy lines and notes, light sites
-/// and providers); normalised per source type so their mean is 1.
-const ENTITY_WEIGHTS: &[(&str, SourceType, f64)] = &[
-    ("sites", SourceType::Pims, 0.02),
-    ("providers", SourceType::Pims, 0.1),
-    ("products", SourceType::Pims, 0.4),
-    ("clients", SourceType::Pims, 0.8),
-    ("patients", SourceType::Pims, 1.0),
-    ("appointments", SourceType::Pims, 1.3),
-    ("invoices", SourceType::Pims, 1.2),
-    ("invoice_lines", SourceType::Pims, 2.9),
-    ("payments", SourceType::Pims, 1.0),
-    ("reminders", SourceType::Pims, 1.0),
-    ("vaccinations", SourceType::Pims, 0.8),
-    ("prescriptions", SourceType::Pims, 0.5),
-    ("medical_notes", SourceType::Pims, 2.0),
-    ("supplier_products", SourceType::Supplier, 0.6),
-    ("supplier_invoices", SourceType::Supplier, 0.6),
-    ("supplier_invoice_lines", SourceType::Supplier, 1.8),
 ];
 
 /// The id of the `index`-th (1-based) source of a type.
@@ -192,15 +172,14 @@ fn practice(config: &EmulatorConfig, source_type: SourceType, index: u32) -> Pra
 
 /// The weight of an entity (mean 1 over its source type), and its type if known.
 fn entity_weight(entity: &str) -> (f64, Option<SourceType>) {
-    let Some(&(_, source_type, weight)) = ENTITY_WEIGHTS.iter().find(|(e, _, _)| *e == entity)
-    else {
+    let catalog = embedded_catalog();
+    let Some(found) = catalog.entity(entity) else {
         return (1.0, None);
     };
-    let (sum, n) = ENTITY_WEIGHTS
-        .iter()
-        .filter(|(_, t, _)| *t == source_type)
-        .fold((0.0, 0.0), |(s, n), (_, _, w)| (s + w, n + 1.0));
-    (weight * n / sum, Some(source_type))
+    let (sum, n) = catalog
+        .for_source(found.source)
+        .fold((0.0, 0.0), |(s, n), e| (s + e.daily_weight, n + 1.0));
+    (found.daily_weight * n / sum, Some(found.source))
 }
 
 /// The number of records in the batch of `entity` of `source_id` for

@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use syncvet_model::Catalog;
 use tokio::time::Instant;
 
 use crate::hash::{combine, unit};
 use crate::limits::{Gateway, GatewayLimits};
-use crate::plan::EntityPlan;
+use crate::plan::{EntityPlan, embedded_catalog};
 use crate::stats::Counters;
 use crate::{EmulatorConfig, EmulatorError};
 
@@ -77,9 +76,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(config: EmulatorConfig) -> Shared {
-        let plans = Catalog::embedded()
+        let catalog = embedded_catalog();
+        let plans = catalog
             .entities()
-            .map(|e| (e.name.clone(), EntityPlan::new(e)))
+            .map(|e| (e.name.clone(), EntityPlan::new(e, catalog)))
             .collect();
         let started_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -223,12 +223,10 @@ pub(crate) async fn update(
             return Ok(CurrentUpdate::default());
         }
         let file_schema = without_column(&schema, column);
-        let mut update = CurrentUpdate::default();
-        let mut actions: Vec<Action> = gone.into_iter().map(Action::Remove).collect();
-        let mut transactions = Vec::new();
-        let mut written: Vec<Add> = Vec::new();
-        let mut partitions = BTreeSet::new();
-        let mut audit = serde_json::Map::new();
+        let mut round = Round {
+            actions: gone.into_iter().map(Action::Remove).collect(),
+            ..Round::default()
+        };
         for (source, work) in &work {
             let merge = Merge {
                 history: &history,
@@ -245,54 +243,30 @@ pub(crate) async fn update(
                 Err(e) => Err(e),
             };
             match merged {
-                Ok(merged) => {
-                    partitions.insert(Partition::Source {
-                        column,
-                        id: source.clone(),
-                    });
-                    update.sources += 1;
-                    update.rebuilt += u64::from(merged.rebuilt);
-                    update.batches += merged.batches;
-                    update.rows_written += merged.rows;
-                    audit.insert(
-                        source.clone(),
-                        serde_json::json!({
-                            "batches": merged.batches,
-                            "rebuilt": merged.rebuilt,
-                            "rows_written": merged.rows,
-                        }),
-                    );
-                    actions.extend(merged.removes.into_iter().map(Action::Remove));
-                    actions.extend(merged.adds.iter().cloned().map(Action::Add));
-                    written.extend(merged.adds);
-                    transactions.extend(merged.transactions);
-                }
+                Ok(merged) => round.absorb(column, source, merged),
                 Err(e) => {
                     tracing::warn!(table = %current.name, source, error = %Chain(&e), "could not merge a source into the current table; its batches stay pending");
-                    update
+                    round
+                        .update
                         .errors
                         .push(format!("{}: {source}: {}", current.name, Chain(&e)));
                 }
             }
         }
+        let Round {
+            mut update,
+            actions,
+            transactions,
+            written,
+            partitions,
+            audit,
+        } = round;
         if actions.is_empty() && transactions.is_empty() {
             return Ok(update);
         }
         let mut info = serde_json::Map::new();
         info.insert("syncvet.current".into(), audit.into());
-        let operation = DeltaOperation::Merge {
-            predicate: None,
-            merge_predicate: Some(format!("{column}, id: latest last_modified, batch_date")),
-            matched_predicates: vec![MergePredicate {
-                action_type: "update".into(),
-                predicate: None,
-            }],
-            not_matched_predicates: vec![MergePredicate {
-                action_type: "insert".into(),
-                predicate: None,
-            }],
-            not_matched_by_source_predicates: Vec::new(),
-        };
+        let operation = merge_operation(column);
         match current
             .commit_planned(&cur, &partitions, actions, transactions, operation, info)
             .await
@@ -318,6 +292,74 @@ pub(crate) async fn update(
             }
         }
     }
+}
+
+/// What one planning round of [`update`] merged, to commit as one.
+#[derive(Default)]
+struct Round {
+    update: CurrentUpdate,
+    actions: Vec<Action>,
+    transactions: Vec<Transaction>,
+    /// The files written, deleted again if the commit does not happen.
+    written: Vec<Add>,
+    partitions: BTreeSet<Partition>,
+    /// Per source: batches, rebuilt, rows written (the commit's info).
+    audit: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Round {
+    fn absorb(&mut self, column: &'static str, source: &str, merged: SourceMerged) {
+        self.partitions.insert(Partition::Source {
+            column,
+            id: source.to_owned(),
+        });
+        self.update.sources += 1;
+        self.update.rebuilt += u64::from(merged.rebuilt);
+        self.update.batches += merged.batches;
+        self.update.rows_written += merged.rows;
+        self.audit.insert(
+            source.to_owned(),
+            serde_json::json!({
+                "batches": merged.batches,
+                "rebuilt": merged.rebuilt,
+                "rows_written": merged.rows,
+            }),
+        );
+        self.actions
+            .extend(merged.removes.into_iter().map(Action::Remove));
+        self.actions
+            .extend(merged.adds.iter().cloned().map(Action::Add));
+        self.written.extend(merged.adds);
+        self.transactions.extend(merged.transactions);
+    }
+}
+
+/// The operation a current table's commit records: a merge on (source,
+/// `id`), the latest `lastModified` (then batch date) winning.
+fn merge_operation(column: &str) -> DeltaOperation {
+    DeltaOperation::Merge {
+        predicate: None,
+        merge_predicate: Some(format!("{column}, id: latest last_modified, batch_date")),
+        matched_predicates: vec![MergePredicate {
+            action_type: "update".into(),
+            predicate: None,
+        }],
+        not_matched_predicates: vec![MergePredicate {
+            action_type: "insert".into(),
+            predicate: None,
+        }],
+        not_matched_by_source_predicates: Vec::new(),
+    }
+}
+
+/// Pass 1 of a merge: which rows of each input win.
+struct Winners {
+    /// Per input, a bit per row.
+    keep: Vec<Vec<u64>>,
+    /// Per input, the rows kept.
+    kept: Vec<u32>,
+    /// The latest `lastModified` of a deletion absorbed so far.
+    deleted_before: Option<i64>,
 }
 
 /// Where an input's rows come from.
@@ -598,51 +640,14 @@ impl Merge<'_> {
         let (mut versions, counts) = self.versions(&inputs).await?;
         versions.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
 
-        // The winners: the last version of each id; live ones are kept.
-        let mut keep: Vec<Vec<u64>> = counts
-            .iter()
-            .map(|&n| vec![0u64; n.div_ceil(64) as usize])
-            .collect();
-        let mut kept = vec![0u32; inputs.len()];
-        let mut deleted_before = if incremental {
-            work.deleted_before
-        } else {
-            None
+        let Some(Winners {
+            keep,
+            kept,
+            deleted_before,
+        }) = self.winners(work, incremental, &inputs, &versions, &counts)
+        else {
+            return Ok(None);
         };
-        let mut start = 0;
-        while start < versions.len() {
-            let mut end = start + 1;
-            while end < versions.len() && versions[end].key == versions[start].key {
-                end += 1;
-            }
-            let group = &versions[start..end];
-            let winner = group[end - start - 1];
-            if incremental && !winner.deleted {
-                let was_current = group
-                    .iter()
-                    .any(|v| inputs[v.input as usize].origin == Origin::Current);
-                if !was_current
-                    && work
-                        .deleted_before
-                        .is_some_and(|t| winner.last_modified < t)
-                {
-                    tracing::info!(
-                        source = self.source,
-                        "a record came back older than a deletion absorbed before; rebuilding the source from its history"
-                    );
-                    return Ok(None);
-                }
-            }
-            for v in group.iter().filter(|v| v.deleted) {
-                deleted_before = deleted_before.max(Some(v.last_modified));
-            }
-            if !winner.deleted {
-                let bits = &mut keep[winner.input as usize];
-                bits[(winner.row / 64) as usize] |= 1 << (winner.row % 64);
-                kept[winner.input as usize] += 1;
-            }
-            start = end;
-        }
         drop(versions);
 
         // Pass 2: the winning rows into the source's new files.
@@ -682,32 +687,100 @@ impl Merge<'_> {
                 return Err(e);
             }
         }
+        out.transactions = self.absorbed(work, incremental, deleted_before);
+        out.batches = work.pending.len() as u64;
+        Ok(Some(out))
+    }
+
+    /// Pass 1: the last version of each id wins, and a live winner is
+    /// kept. `None` when an incremental merge meets a record older than a
+    /// deletion it absorbed before: the source must be rebuilt.
+    fn winners(
+        &self,
+        work: &SourceWork,
+        incremental: bool,
+        inputs: &[Input<'_>],
+        versions: &[Version],
+        counts: &[u32],
+    ) -> Option<Winners> {
+        let mut keep: Vec<Vec<u64>> = counts
+            .iter()
+            .map(|&n| vec![0u64; n.div_ceil(64) as usize])
+            .collect();
+        let mut kept = vec![0u32; inputs.len()];
+        let mut deleted_before = if incremental {
+            work.deleted_before
+        } else {
+            None
+        };
+        for group in versions.chunk_by(|a, b| a.key == b.key) {
+            let winner = group[group.len() - 1];
+            if incremental && !winner.deleted {
+                let was_current = group
+                    .iter()
+                    .any(|v| inputs[v.input as usize].origin == Origin::Current);
+                if !was_current
+                    && work
+                        .deleted_before
+                        .is_some_and(|t| winner.last_modified < t)
+                {
+                    tracing::info!(
+                        source = self.source,
+                        "a record came back older than a deletion absorbed before; rebuilding the source from its history"
+                    );
+                    return None;
+                }
+            }
+            for v in group.iter().filter(|v| v.deleted) {
+                deleted_before = deleted_before.max(Some(v.last_modified));
+            }
+            if !winner.deleted {
+                let bits = &mut keep[winner.input as usize];
+                bits[(winner.row / 64) as usize] |= 1 << (winner.row % 64);
+                kept[winner.input as usize] += 1;
+            }
+        }
+        Some(Winners {
+            keep,
+            kept,
+            deleted_before,
+        })
+    }
+
+    /// The transactions that record what the merge absorbed: each batch's
+    /// version, and the latest deletion seen.
+    fn absorbed(
+        &self,
+        work: &SourceWork,
+        incremental: bool,
+        deleted_before: Option<i64>,
+    ) -> Vec<Transaction> {
         let now = Utc::now().timestamp_millis();
         let absorbed = if incremental {
             &work.pending
         } else {
             &work.all
         };
+        let mut transactions = Vec::new();
         for (date, version) in absorbed {
             let batch = BatchId {
                 source_id: self.source.to_owned(),
                 batch_date: *date,
             };
-            out.transactions.push(Transaction::new_with_last_update(
+            transactions.push(Transaction::new_with_last_update(
                 batch.app_id(),
                 *version,
                 Some(now),
             ));
         }
-        out.batches = work.pending.len() as u64;
         if let Some(t) = deleted_before {
-            out.transactions.push(Transaction::new_with_last_update(
+            transactions.push(Transaction::new_with_last_update(
                 format!("{DELETED_PREFIX}{}", self.source),
                 t,
                 Some(now),
             ));
         }
-        Ok(Some(out))
+        transactions
     }
 
     fn delta(&self, e: deltalake::DeltaTableError) -> LakeError {

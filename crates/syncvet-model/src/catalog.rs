@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow::datatypes::{Field as ArrowField, Schema, SchemaRef};
 use serde::Deserialize;
 
-use crate::{CatalogError, FieldType};
+use crate::{CatalogError, FieldType, Sample};
 
 macro_rules! embedded {
     ($($source:literal / $entity:literal),* $(,)?) => {
@@ -114,6 +114,8 @@ pub struct Field {
     /// The values a string field takes, where the data model lists them
     /// (used by the emulator; the decoder keeps any value).
     pub values: Vec<String>,
+    /// How the emulator makes realistic values of it (the decoder ignores it).
+    pub sample: Sample,
     /// What the field is for.
     pub role: FieldRole,
 }
@@ -126,6 +128,7 @@ impl Field {
             field_type,
             required,
             values: Vec::new(),
+            sample: Sample::default(),
             role,
         }
     }
@@ -164,6 +167,12 @@ pub struct Entity {
     pub fields: Vec<Field>,
     /// Where the definition came from (`embedded:pims/patients.toml` or a path).
     pub origin: String,
+    /// What the emulator's record ids of it start with (`pat`; catalog
+    /// `id_prefix`, else the name's first three letters).
+    pub id_prefix: String,
+    /// How many records a day the emulator serves of it, relative to the
+    /// other entities of its source type (catalog `daily_weight`, else 1).
+    pub daily_weight: f64,
     members: Vec<Member>,
     schema: SchemaRef,
     fingerprint: String,
@@ -232,6 +241,7 @@ impl Catalog {
                 .entities
                 .insert(entity.name.clone(), Arc::new(entity));
         }
+        catalog.check_references()?;
         Ok(catalog)
     }
 
@@ -243,7 +253,27 @@ impl Catalog {
             let entity = parse_entity(&origin, text)?;
             entities.insert(entity.name.clone(), Arc::new(entity));
         }
-        Ok(Catalog { entities })
+        let catalog = Catalog { entities };
+        catalog.check_references()?;
+        Ok(catalog)
+    }
+
+    /// Every `references` names an entity of the catalog.
+    fn check_references(&self) -> Result<(), CatalogError> {
+        for entity in self.entities.values() {
+            for field in &entity.fields {
+                if let Some(target) = &field.sample.references
+                    && !self.entities.contains_key(target)
+                {
+                    return Err(CatalogError::Field {
+                        file: entity.origin.clone(),
+                        field: field.key.clone(),
+                        problem: format!("references `{target}`, which the catalog does not have"),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The entity of that name.
@@ -284,6 +314,10 @@ struct EntityFile {
     entity: String,
     source: SourceType,
     #[serde(default)]
+    id_prefix: Option<String>,
+    #[serde(default)]
+    daily_weight: Option<f64>,
+    #[serde(default)]
     fields: Vec<FieldFile>,
 }
 
@@ -298,6 +332,9 @@ struct FieldFile {
     #[serde(default)]
     values: Vec<String>,
     column: Option<String>,
+    sample: Option<String>,
+    references: Option<String>,
+    range: Option<[i64; 2]>,
 }
 
 const COMMON_KEYS: [&str; 5] = ["id", "lastModified", "deleted", "practiceId", "supplierId"];
@@ -317,6 +354,25 @@ fn parse_entity(file: &str, text: &str) -> Result<Entity, CatalogError> {
             parsed.entity
         )));
     }
+    let id_prefix = parsed
+        .id_prefix
+        .unwrap_or_else(|| parsed.entity.chars().take(3).collect());
+    if id_prefix.is_empty()
+        || id_prefix.len() > 8
+        || !id_prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
+        return Err(entity_err(format!(
+            "id_prefix `{id_prefix}` must be 1 to 8 lowercase letters or digits"
+        )));
+    }
+    let daily_weight = parsed.daily_weight.unwrap_or(1.0);
+    if !(daily_weight.is_finite() && daily_weight > 0.0) {
+        return Err(entity_err(format!(
+            "daily_weight {daily_weight} must be a positive number"
+        )));
+    }
     let source = parsed.source;
     let mut fields = vec![
         Field::common("id", FieldType::String, true, FieldRole::Data),
@@ -330,44 +386,7 @@ fn parse_entity(file: &str, text: &str) -> Result<Entity, CatalogError> {
         ),
     ];
     for f in parsed.fields {
-        let field_err = |problem: String| CatalogError::Field {
-            file: file.to_owned(),
-            field: f.key.clone(),
-            problem,
-        };
-        // supplier invoices carry the customer's `practiceId` as data.
-        if COMMON_KEYS.contains(&f.key.as_str()) && f.key != "practiceId"
-            || f.key == source.source_key()
-        {
-            return Err(field_err(
-                "is a common field that every entity has already".into(),
-            ));
-        }
-        let segments: Vec<&str> = f.key.split('.').collect();
-        if segments.len() > 2
-            || segments
-                .iter()
-                .any(|s| s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-        {
-            return Err(field_err(
-                "a key is letters, digits and underscores, with at most one dot for a nested object".into(),
-            ));
-        }
-        let field_type: FieldType = f.field_type.parse().map_err(field_err)?;
-        let column = f.column.clone().unwrap_or_else(|| snake_case(&f.key));
-        if !is_identifier(&column) {
-            return Err(field_err(format!(
-                "column `{column}` must be lowercase letters, digits and underscores"
-            )));
-        }
-        fields.push(Field {
-            key: f.key,
-            column,
-            field_type,
-            required: f.required,
-            values: f.values,
-            role: FieldRole::Data,
-        });
+        fields.push(parse_field(file, source, f)?);
     }
     let mut seen = HashSet::new();
     for f in &fields {
@@ -407,9 +426,57 @@ fn parse_entity(file: &str, text: &str) -> Result<Entity, CatalogError> {
         source,
         fields,
         origin: file.to_owned(),
+        id_prefix,
+        daily_weight,
         members,
         schema,
         fingerprint,
+    })
+}
+
+/// One field of a catalog file, checked: not a common field, a key of at
+/// most one dot, a known type, a valid column name.
+fn parse_field(file: &str, source: SourceType, f: FieldFile) -> Result<Field, CatalogError> {
+    let field_err = |problem: String| CatalogError::Field {
+        file: file.to_owned(),
+        field: f.key.clone(),
+        problem,
+    };
+    // supplier invoices carry the customer's `practiceId` as data.
+    if COMMON_KEYS.contains(&f.key.as_str()) && f.key != "practiceId"
+        || f.key == source.source_key()
+    {
+        return Err(field_err(
+            "is a common field that every entity has already".into(),
+        ));
+    }
+    let segments: Vec<&str> = f.key.split('.').collect();
+    if segments.len() > 2
+        || segments
+            .iter()
+            .any(|s| s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return Err(field_err(
+            "a key is letters, digits and underscores, with at most one dot for a nested object"
+                .into(),
+        ));
+    }
+    let field_type: FieldType = f.field_type.parse().map_err(&field_err)?;
+    let sample = Sample::parse(field_type, f.sample, f.references, f.range).map_err(&field_err)?;
+    let column = f.column.clone().unwrap_or_else(|| snake_case(&f.key));
+    if !is_identifier(&column) {
+        return Err(field_err(format!(
+            "column `{column}` must be lowercase letters, digits and underscores"
+        )));
+    }
+    Ok(Field {
+        key: f.key,
+        column,
+        field_type,
+        required: f.required,
+        values: f.values,
+        sample,
+        role: FieldRole::Data,
     })
 }
 
@@ -566,6 +633,50 @@ mod tests {
 
         let path_name = "entity = \"../x\"\nsource = \"pims\"\n";
         assert!(parse_entity("x.toml", path_name).is_err());
+    }
+
+    #[test]
+    fn generation_hints_are_checked_and_name_the_field() {
+        let entity = |fields: &str| format!("entity = \"labs\"\nsource = \"pims\"\n{fields}");
+        let err = parse_entity(
+            "labs.toml",
+            &entity("[[fields]]\nkey = \"kind\"\ntype = \"string\"\nsample = \"wizard\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`kind`") && err.contains("sample `wizard`"),
+            "{err}"
+        );
+        let err = parse_entity(
+            "labs.toml",
+            &entity("[[fields]]\nkey = \"kind\"\ntype = \"string\"\nrange = [1, 2]\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`range` is for"), "{err}");
+        let err = parse_entity(
+            "labs.toml",
+            &entity("[[fields]]\nkey = \"dose\"\ntype = \"int32\"\nrange = [9, 2]\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is empty"), "{err}");
+        // The prefix defaults to the name's first three letters.
+        let labs = parse_entity("labs.toml", &entity("")).unwrap();
+        assert_eq!((labs.id_prefix.as_str(), labs.daily_weight), ("lab", 1.0));
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("labs.toml"),
+            entity("[[fields]]\nkey = \"orderId\"\ntype = \"string\"\nreferences = \"orders\"\n"),
+        )
+        .unwrap();
+        let err = Catalog::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(
+            err.contains("`orderId`") && err.contains("references `orders`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,9 +22,11 @@ mod catalog;
 mod decode;
 mod error;
 mod field_type;
+mod sample;
 pub mod scan;
 
 pub use catalog::{Catalog, Entity, Field, FieldRole, Member, SourceType, fnv1a};
 pub use decode::{DecodedPage, PageDecoder, Reject};
 pub use error::{CatalogError, Chain, DecodeError};
 pub use field_type::FieldType;
+pub use sample::{Sample, TEXT_SAMPLES};

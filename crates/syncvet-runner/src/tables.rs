@@ -157,6 +157,16 @@ impl Tables {
         total
     }
 
+    /// The catalog entities of `names` (empty: those of `sync.entities`, or all).
+    fn named(&self, names: &[String]) -> Result<Vec<Arc<Entity>>, RunnerError> {
+        let names = if names.is_empty() {
+            &self.entities
+        } else {
+            names
+        };
+        select_entities(&self.catalog, names)
+    }
+
     /// `syncvet-etl rebuild-current`: the current tables of `entities`
     /// (empty: those of `sync.entities`, or all) rebuilt from the history
     /// tables alone.
@@ -164,13 +174,8 @@ impl Tables {
         &self,
         entities: &[String],
     ) -> Result<Vec<CurrentRebuilt>, RunnerError> {
-        let names = if entities.is_empty() {
-            &self.entities
-        } else {
-            entities
-        };
         let mut rows = Vec::new();
-        for entity in select_entities(&self.catalog, names)? {
+        for entity in self.named(entities)? {
             let done = self
                 .update_current(std::slice::from_ref(&entity), true)
                 .await;
@@ -185,13 +190,8 @@ impl Tables {
     /// `syncvet-etl maintain`: compaction, checkpoints and vacuum of every
     /// table of `entities` (empty: those of `sync.entities`, or all).
     pub async fn maintain(&self, entities: &[String]) -> Result<Vec<TableMaintained>, RunnerError> {
-        let names = if entities.is_empty() {
-            &self.entities
-        } else {
-            entities
-        };
         let mut rows = Vec::new();
-        for entity in select_entities(&self.catalog, names)? {
+        for entity in self.named(entities)? {
             for (table, result) in self
                 .lake
                 .maintain(entity.source, &entity.name, None)
