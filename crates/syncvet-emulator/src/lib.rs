@@ -23,7 +23,11 @@
 //!   1,000,000-record batch costs what record 0 costs, nothing is held in
 //!   memory, and the same request gives the same bytes whatever the order or
 //!   concurrency of requests. Batch sizes ([`record_count`]) spread sources
-//!   log-uniformly `spread` apart around `rows_per_day`, weighted per entity.
+//!   log-uniformly `spread` apart around `rows_per_day`, weighted per entity
+//!   by the catalog's `daily_weight`; each field's values come from its
+//!   catalog hints (`sample`, `references`, `range`, listed `values`), never
+//!   from its name, so an entity added to the catalog is generated as
+//!   realistically as its file says.
 //! - **A batch is a day of history.** Each record is new, a changed version
 //!   or a deletion of a record created up to `change_lookback_days` before
 //!   (`change_rate`, `delete_rate`), drawn from its own hash; a change or

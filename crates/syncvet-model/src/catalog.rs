@@ -638,29 +638,19 @@ mod tests {
     #[test]
     fn generation_hints_are_checked_and_name_the_field() {
         let entity = |fields: &str| format!("entity = \"labs\"\nsource = \"pims\"\n{fields}");
-        let err = parse_entity(
-            "labs.toml",
-            &entity("[[fields]]\nkey = \"kind\"\ntype = \"string\"\nsample = \"wizard\"\n"),
-        )
-        .unwrap_err()
-        .to_string();
+        let error = |fields: &str| {
+            parse_entity("labs.toml", &entity(fields))
+                .unwrap_err()
+                .to_string()
+        };
+        let err = error("[[fields]]\nkey = \"kind\"\ntype = \"string\"\nsample = \"wizard\"\n");
         assert!(
             err.contains("`kind`") && err.contains("sample `wizard`"),
             "{err}"
         );
-        let err = parse_entity(
-            "labs.toml",
-            &entity("[[fields]]\nkey = \"kind\"\ntype = \"string\"\nrange = [1, 2]\n"),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = error("[[fields]]\nkey = \"kind\"\ntype = \"string\"\nrange = [1, 2]\n");
         assert!(err.contains("`range` is for"), "{err}");
-        let err = parse_entity(
-            "labs.toml",
-            &entity("[[fields]]\nkey = \"dose\"\ntype = \"int32\"\nrange = [9, 2]\n"),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = error("[[fields]]\nkey = \"dose\"\ntype = \"int32\"\nrange = [9, 2]\n");
         assert!(err.contains("is empty"), "{err}");
         // The prefix defaults to the name's first three letters.
         let labs = parse_entity("labs.toml", &entity("")).unwrap();

@@ -5,8 +5,18 @@
 //! folder of the user's (a file named like an embedded entity replaces it;
 //! any other file adds an entity). From each [`Entity`] the crate derives
 //! the Arrow schema of its Parquet files ([`Entity::arrow_schema`]) and a
-//! fingerprint of that schema that each batch's Delta commit records, so a
-//! reader can tell when a batch was written with another catalog.
+//! fingerprint of that schema (of the catalog's own type names) that each
+//! batch's Delta commit records, so a reader can tell when a batch was
+//! written with another catalog. It also derives a record's shape once
+//! ([`Entity::members`]: fields and nested objects, which the decoder and
+//! the emulator both follow), and carries the hints the emulator generates
+//! realistic records from ([`Sample`], `id_prefix`, `daily_weight`).
+//!
+//! [`scan`] finds where each JSON value begins and ends by following
+//! strings and brackets only: the client locates a page's records with it,
+//! and [`PageDecoder::decode`] splits a page the same way, so every path
+//! finds records one way. [`Chain`] prints an error with its causes, once
+//! each; [`fnv1a`] is the one stable hash.
 //!
 //! [`PageDecoder`] turns the JSON text of a page's `items` into a
 //! `RecordBatch` of exactly that schema, coercing each value as it is parsed
