@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Days, NaiveDate, Utc};
+use syncvet_emulator::RunningEmulator;
 use syncvet_etl::Settings;
 use syncvet_model::SourceType;
 use syncvet_runner::{Dates, RunReport, Runner, SyncRequest, run_daemon};
@@ -20,6 +21,18 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The embedded default with `overrides`, its emulator started as the
+/// binary starts it (it serves while the handle lives).
+async fn embedded(overrides: &[(&str, &str)]) -> (Settings, RunningEmulator) {
+    let env: HashMap<String, String> = overrides
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut settings = Settings::load(None, env).unwrap();
+    let emulator = settings.start_emulator().await.unwrap().unwrap();
+    (settings, emulator)
 }
 
 fn reports(lake: &std::path::Path) -> Vec<RunReport> {
@@ -37,7 +50,7 @@ fn reports(lake: &std::path::Path) -> Vec<RunReport> {
 async fn daemon_catches_up_serves_metrics_and_stops_cleanly() {
     let lake = tempfile::tempdir().unwrap();
     let port = free_port();
-    let env: HashMap<String, String> = [
+    let (settings, _emulator) = embedded(&[
         ("SYNCVET_ETL__LAKE__URL", lake.path().to_str().unwrap()),
         ("SYNCVET_ETL__SCHEDULE__CRON", "*/2 * * * * *"),
         ("SYNCVET_ETL__SYNC__CATCH_UP_DAYS", "2"),
@@ -48,12 +61,8 @@ async fn daemon_catches_up_serves_metrics_and_stops_cleanly() {
         ),
         ("SYNCVET_ETL__EMULATOR__SETTINGS__ROWS_PER_DAY", "50"),
         ("SYNCVET_ETL__EMULATOR__SETTINGS__LATENCY_MS", "20"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let mut settings = Settings::load(None, env).unwrap();
-    let _emulator = settings.start_emulator().await.unwrap();
+    ])
+    .await;
     let runner = Arc::new(Runner::start(settings.config, None).await.unwrap());
     let shutdown = CancellationToken::new();
     let daemon = tokio::spawn(run_daemon(runner, shutdown.clone()));
@@ -153,17 +162,13 @@ fn committed(report: &RunReport) -> BTreeSet<Partition> {
 async fn run_without_a_date_lands_exactly_the_missing_recent_dates() {
     let lake = tempfile::tempdir().unwrap();
     let days = 4u64;
-    let env: HashMap<String, String> = [
+    let (loaded, _emulator) = embedded(&[
         ("SYNCVET_ETL__LAKE__URL", lake.path().to_str().unwrap()),
         ("SYNCVET_ETL__SYNC__CATCH_UP_DAYS", &days.to_string()),
         ("SYNCVET_ETL__SYNC__ENTITIES", "patients,supplier_products"),
         ("SYNCVET_ETL__EMULATOR__SETTINGS__ROWS_PER_DAY", "20"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let mut loaded = Settings::load(None, env).unwrap();
-    let _emulator = loaded.start_emulator().await.unwrap();
+    ])
+    .await;
     let settings = loaded.emulator.settings.clone();
     let runner = Runner::start(loaded.config, None).await.unwrap();
     let sync = async |dates: Dates, force: bool| {
