@@ -345,6 +345,7 @@ async fn rebuild_current(tables: &Tables, entities: &[String]) -> ExitCode {
 }
 
 async fn report(lake: &Lake, run_id: Option<String>, json: bool) -> ExitCode {
+    tracing::debug!(lake = %lake.root_display(), run_id = run_id.as_deref().unwrap_or("(latest)"), "reading a run report");
     let run_id = match run_id {
         Some(id) => id,
         None => match lake.latest_run_id().await {

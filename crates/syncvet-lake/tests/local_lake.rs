@@ -669,7 +669,9 @@ async fn a_catalog_that_gains_a_field_adds_the_column_and_old_rows_read_null() {
     );
 }
 
-const WEIGHT: &str = "key = \"weight\"\ntype = \"decimal(9,3)\"";
+/// The embedded `weight` field with its generation hint, which an edit of
+/// its type replaces too (a `range` does not fit a string).
+const WEIGHT: &str = "key = \"weight\"\ntype = \"decimal(9,3)\"\nrange = [0, 80]";
 
 #[tokio::test]
 async fn a_widened_type_rewrites_every_file_in_one_commit_and_keeps_every_value() {
