@@ -73,7 +73,9 @@ use tokio::sync::mpsc;
 use twox_hash::XxHash3_128;
 
 use crate::rewrite::conform;
+use crate::splice::Splice;
 use crate::table::{ActiveFile, BatchId, PARTITION_COLUMN, Partition, Table, View, without_column};
+use crate::writer::DELETED_COLUMN;
 use crate::{Lake, LakeError};
 
 /// Plans lost to another process's merge before giving up.
@@ -97,6 +99,10 @@ pub struct CurrentUpdate {
     pub batches: u64,
     /// Rows written (current rows of the sources merged).
     pub rows_written: u64,
+    /// Of them, rows copied with the history files that hold them, column
+    /// chunks as they are (every row of the file won).
+    #[serde(default)]
+    pub rows_copied: u64,
     /// The current table's version that holds the update.
     pub version: Option<u64>,
     /// `source: error` of each source that could not be merged (its
@@ -111,6 +117,7 @@ impl CurrentUpdate {
         self.rebuilt += other.rebuilt;
         self.batches += other.batches;
         self.rows_written += other.rows_written;
+        self.rows_copied += other.rows_copied;
         self.version = self.version.max(other.version);
         self.errors.extend(other.errors);
     }
@@ -134,6 +141,7 @@ struct SourceMerged {
     adds: Vec<Add>,
     transactions: Vec<Transaction>,
     rows: u64,
+    rows_copied: u64,
     batches: u64,
     rebuilt: bool,
 }
@@ -317,12 +325,14 @@ impl Round {
         self.update.rebuilt += u64::from(merged.rebuilt);
         self.update.batches += merged.batches;
         self.update.rows_written += merged.rows;
+        self.update.rows_copied += merged.rows_copied;
         self.audit.insert(
             source.to_owned(),
             serde_json::json!({
                 "batches": merged.batches,
                 "rebuilt": merged.rebuilt,
                 "rows_written": merged.rows,
+                "rows_copied": merged.rows_copied,
             }),
         );
         self.actions
@@ -408,7 +418,7 @@ fn id_key(id: &str) -> [u64; 2] {
     [(h >> 64) as u64, h as u64]
 }
 
-fn days(date: NaiveDate) -> i32 {
+pub(crate) fn days(date: NaiveDate) -> i32 {
     (date - chrono::DateTime::UNIX_EPOCH.date_naive()).num_days() as i32
 }
 
@@ -563,7 +573,7 @@ impl Merge<'_> {
         let mut counts = Vec::with_capacity(inputs.len());
         for (n, input) in inputs.iter().enumerate() {
             let table = self.table(input.origin);
-            let mut names = vec!["id", "last_modified", "deleted"];
+            let mut names = vec!["id", "last_modified", DELETED_COLUMN];
             match input.origin {
                 Origin::Current => names.push(PARTITION_COLUMN),
                 Origin::History(_) if input.shared => names.push(self.column),
@@ -590,9 +600,9 @@ impl Merge<'_> {
                     .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
                     .ok_or_else(|| bad("last_modified"))?;
                 let deleted = batch
-                    .column_by_name("deleted")
+                    .column_by_name(DELETED_COLUMN)
                     .and_then(|c| c.as_boolean_opt())
-                    .ok_or_else(|| bad("deleted"))?;
+                    .ok_or_else(|| bad(DELETED_COLUMN))?;
                 let dates = match input.origin {
                     Origin::Current => Some(
                         batch
@@ -675,7 +685,13 @@ impl Merge<'_> {
         match written {
             Ok(()) => {
                 if let Some(w) = writer.take() {
-                    out.adds = w.close().await.map_err(|e| self.delta(e))?;
+                    match w.close().await {
+                        Ok(adds) => out.adds.extend(adds),
+                        Err(e) => {
+                            self.current.delete_uncommitted(&out.adds).await;
+                            return Err(self.delta(e));
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -684,6 +700,7 @@ impl Merge<'_> {
                 {
                     tracing::debug!(error = %Chain(&abort), "could not abort a current file's upload");
                 }
+                self.current.delete_uncommitted(&out.adds).await;
                 return Err(e);
             }
         }
@@ -799,6 +816,10 @@ impl Merge<'_> {
         out: &mut SourceMerged,
         writer: &mut Option<PartitionWriter>,
     ) -> Result<(), LakeError> {
+        let partition = Partition::Source {
+            column: self.column,
+            id: self.source.to_owned(),
+        };
         for (n, input) in inputs.iter().enumerate() {
             if input.origin == Origin::Current {
                 if kept[n] == counts[n] {
@@ -809,6 +830,25 @@ impl Merge<'_> {
             }
             if kept[n] == 0 {
                 continue;
+            }
+            if let Origin::History(date) = input.origin
+                && kept[n] == counts[n]
+                && !input.shared
+            {
+                let splice = Splice {
+                    history: self.history,
+                    current: self.current,
+                    file: input.file,
+                    date,
+                    partition: &partition,
+                    schema: self.file_schema,
+                };
+                if let Some(add) = splice.copy().await? {
+                    out.rows += u64::from(kept[n]);
+                    out.rows_copied += u64::from(kept[n]);
+                    out.adds.push(add);
+                    continue;
+                }
             }
             let stream = self.open(input, None).await?;
             let mut rows_kept = read_kept(
@@ -821,10 +861,6 @@ impl Merge<'_> {
                 let rows = rows?;
                 out.rows += rows.num_rows() as u64;
                 if writer.is_none() {
-                    let partition = Partition::Source {
-                        column: self.column,
-                        id: self.source.to_owned(),
-                    };
                     *writer = Some(
                         self.current
                             .settings()

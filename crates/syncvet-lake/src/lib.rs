@@ -145,6 +145,7 @@ mod lake;
 mod layout;
 mod quarantine;
 mod rewrite;
+mod splice;
 mod store;
 pub mod synthetic;
 pub mod table;

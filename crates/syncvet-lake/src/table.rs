@@ -173,6 +173,8 @@ pub(crate) struct ActiveFile {
     pub sources: (String, String),
     /// Its rows, by its statistics.
     pub rows: Option<u64>,
+    /// Its statistics as the log has them (`Null` when none).
+    pub stats: serde_json::Value,
     pub remove: Remove,
 }
 
@@ -952,6 +954,7 @@ impl Table {
                 partition,
                 sources,
                 rows: stats["numRecords"].as_u64(),
+                stats,
                 remove: file.remove_action(true),
             });
         }

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::compute::{filter_record_batch, not};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::row::{RowConverter, SortField};
 use chrono::Utc;
@@ -27,6 +28,13 @@ use crate::{Lake, LakeConfig, LakeError, PartitionKey, RejectedRecord};
 pub const RUN_ID_COLUMN: &str = "_run_id";
 /// See [`RUN_ID_COLUMN`].
 pub const LOADED_AT_COLUMN: &str = "_loaded_at";
+
+/// Every entity's deletion flag (the catalog's common `deleted` key).
+pub(crate) const DELETED_COLUMN: &str = "deleted";
+
+/// Deletions a writer holds back at most (see [`BatchWriter`]'s `held`):
+/// a few MB of rows.
+const HELD_ROWS_MAX: usize = 8192;
 
 /// What a successful commit wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +87,7 @@ pub(crate) fn table_schema(file_schema: &Schema) -> SchemaRef {
 #[derive(Clone)]
 pub(crate) struct FileSettings {
     properties: WriterProperties,
+    row_group_rows: usize,
     max_file_bytes: u64,
     upload_concurrency: usize,
 }
@@ -94,9 +103,20 @@ impl FileSettings {
             .build();
         Ok(FileSettings {
             properties,
+            row_group_rows: config.row_group_rows,
             max_file_bytes: config.max_file_bytes,
             upload_concurrency: config.upload_concurrency,
         })
+    }
+
+    /// How every data file is encoded.
+    pub(crate) fn properties(&self) -> &WriterProperties {
+        &self.properties
+    }
+
+    /// Rows per row group.
+    pub(crate) fn row_group_rows(&self) -> usize {
+        self.row_group_rows
     }
 
     /// Files at least this large are left alone by compaction.
@@ -260,7 +280,19 @@ struct BatchSink {
 /// log; dropping or aborting the writer commits nothing.
 pub struct BatchWriter {
     t: BatchSink,
+    /// The records' files.
     data: Option<PartitionWriter>,
+    /// The deletions of a large batch, in files of their own: then a file
+    /// of live records whose rows all win is copied into the current table
+    /// as it is ([`crate::splice`]), not decoded and encoded again.
+    tombstones: Option<PartitionWriter>,
+    /// Deletions held back until the batch is known to be large (then
+    /// they go to `tombstones`) or ends small (then they end its one file:
+    /// a small batch gains nothing from the copy, and a second file per
+    /// night would double a fleet's small files).
+    held: Vec<RecordBatch>,
+    held_rows: usize,
+    live_rows: usize,
     quarantine: Option<PartitionWriter>,
     /// The batch's transaction versions (history, quarantine) when the
     /// writer started: a commit by another writer since then is a
@@ -307,6 +339,10 @@ impl BatchWriter {
                 quarantine,
             },
             data: None,
+            tombstones: None,
+            held: Vec::new(),
+            held_rows: 0,
+            live_rows: 0,
             quarantine: None,
             seen: None,
             rows: 0,
@@ -371,7 +407,34 @@ impl BatchWriter {
         columns.extend(batch.columns().iter().cloned());
         columns.extend(t.lineage(n));
         let rows = RecordBatch::try_new(t.data.schema.clone(), columns).map_err(mismatch)?;
-        t.data.write(&mut self.data, &t.batch, &rows).await?;
+        let deleted = rows
+            .column_by_name(DELETED_COLUMN)
+            .and_then(|c| c.as_boolean_opt())
+            .filter(|d| d.true_count() > 0);
+        match deleted {
+            None => {
+                t.data.write(&mut self.data, &t.batch, &rows).await?;
+                self.live_rows += n;
+            }
+            Some(deleted) => {
+                let live = filter_record_batch(&rows, &not(deleted)?)?;
+                if live.num_rows() > 0 {
+                    t.data.write(&mut self.data, &t.batch, &live).await?;
+                }
+                self.live_rows += live.num_rows();
+                let gone = filter_record_batch(&rows, deleted)?;
+                self.held_rows += gone.num_rows();
+                self.held.push(gone);
+            }
+        }
+        if self.held_rows > HELD_ROWS_MAX
+            || self.live_rows >= t.data.table.settings().row_group_rows()
+        {
+            for gone in std::mem::take(&mut self.held) {
+                t.data.write(&mut self.tombstones, &t.batch, &gone).await?;
+            }
+            self.held_rows = 0;
+        }
         self.rows += n as u64;
         Ok(())
     }
@@ -410,6 +473,10 @@ impl BatchWriter {
 
     async fn discard(&mut self) {
         self.t.data.abort(&mut self.data).await;
+        self.t.data.abort(&mut self.tombstones).await;
+        self.held.clear();
+        self.held_rows = 0;
+        self.live_rows = 0;
         self.t.quarantine.abort(&mut self.quarantine).await;
     }
 
@@ -440,11 +507,29 @@ impl BatchWriter {
                 return Err(e);
             }
         };
+        for gone in std::mem::take(&mut self.held) {
+            if let Err(e) = self
+                .t
+                .data
+                .write(&mut self.data, &self.t.batch, &gone)
+                .await
+            {
+                self.discard().await;
+                return Err(e);
+            }
+        }
         let data = self.t.data.close(&mut self.data).await;
+        let tombstones = self.t.data.close(&mut self.tombstones).await;
         let quarantine = self.t.quarantine.close(&mut self.quarantine).await;
-        let (data, quarantine) = match (data, quarantine) {
-            (Ok(d), Ok(q)) => (d, q),
-            (Err(e), _) | (_, Err(e)) => return Err(e),
+        let (data, quarantine) = match (data, tombstones, quarantine) {
+            (Ok(mut d), Ok(t), Ok(q)) => {
+                d.extend(t);
+                (d, q)
+            }
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                self.discard().await;
+                return Err(e);
+            }
         };
         Ok(StagedBatch {
             t: self.t.clone(),

@@ -273,3 +273,165 @@ async fn a_current_file_untouched_by_a_day_is_kept_and_memory_is_per_row() {
         (2_000_000_000, day(3))
     );
 }
+
+/// `rows` synthetic records from `first`, all live or all deletions.
+fn synthetic_rows(entity: &Entity, first: u64, rows: usize, deleted: bool) -> RecordBatch {
+    let batch = synthetic::batch(&entity.arrow_schema(), first, rows);
+    let at = batch.schema().index_of("deleted").unwrap();
+    let mut columns = batch.columns().to_vec();
+    columns[at] = Arc::new(BooleanArray::from(vec![deleted; rows]));
+    RecordBatch::try_new(batch.schema(), columns).unwrap()
+}
+
+/// Every row of the active files of `table` in the partition `folder`, in
+/// file order (files by path), read with the `parquet` reader.
+async fn file_rows(root: &Path, table: &str, folder: &str) -> Vec<RecordBatch> {
+    let dir = root.canonicalize().unwrap().join(table);
+    let url = url::Url::from_directory_path(&dir).unwrap();
+    let table = DeltaTableBuilder::from_url(url)
+        .unwrap()
+        .load()
+        .await
+        .unwrap();
+    let mut paths: Vec<String> = table
+        .snapshot()
+        .unwrap()
+        .log_data()
+        .iter()
+        .map(|f| f.path().into_owned())
+        .filter(|p| p.starts_with(folder))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .flat_map(|p| {
+            let file = std::fs::File::open(dir.join(p)).unwrap();
+            ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(Result::unwrap)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_large_batch_is_copied_into_the_current_table_column_chunks_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LakeConfig::with_url(dir.path().to_str().unwrap());
+    config.row_group_rows = 1_000;
+    let lake = Lake::open(&config).unwrap();
+    let entity = patients();
+    // Day 1: 3 000 live records with 50 deletions of others among them.
+    let key = PartitionKey::new(SourceType::Pims, "patients", "p-1", day(1)).unwrap();
+    let mut w = lake.writer(entity.clone(), key, "test");
+    let live = synthetic_rows(&entity, 0, 3_000, false);
+    let gone = synthetic_rows(&entity, 10_000, 50, true);
+    for (batch, from, len) in [
+        (&live, 0, 1_000),
+        (&gone, 0, 25),
+        (&live, 1_000, 2_000),
+        (&gone, 25, 25),
+    ] {
+        w.write_batch(&batch.slice(from, len)).await.unwrap();
+    }
+    let landed = w.commit(None).await.unwrap();
+    assert_eq!(
+        landed.files.len(),
+        2,
+        "the deletions have a file of their own: {landed:?}"
+    );
+
+    let update = lake
+        .update_current(SourceType::Pims, "patients")
+        .await
+        .unwrap();
+    assert_eq!(
+        (update.rows_written, update.rows_copied),
+        (3_000, 3_000),
+        "{update:?}"
+    );
+    let now = current(dir.path()).await;
+    assert_eq!(now.len(), 3_000);
+    assert!(now.values().all(|(_, date)| *date == day(1)));
+    // The copy holds the history's live rows, value for value, with the
+    // batch date and without the source column.
+    let history = file_rows(dir.path(), "pims/patients", "batch_date=2026-11-01").await;
+    let history = arrow::compute::concat_batches(&history[0].schema(), &history).unwrap();
+    let history = history.slice(0, 3_000);
+    let copied = file_rows(dir.path(), "current/pims/patients", "practice_id=p-1").await;
+    let copied = arrow::compute::concat_batches(&copied[0].schema(), &copied).unwrap();
+    assert_eq!(copied.num_rows(), 3_000);
+    for field in copied.schema().fields() {
+        let name = field.name();
+        if name == "batch_date" {
+            assert_eq!(copied.column_by_name(name).unwrap().null_count(), 0);
+            continue;
+        }
+        let was = history
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("history has no {name}"));
+        assert_eq!(field.data_type(), was.data_type(), "{name}");
+        assert_eq!(
+            copied.column_by_name(name).unwrap().as_ref(),
+            was.as_ref(),
+            "{name}"
+        );
+    }
+
+    // Day 2, small: one record changed, one new, no deletion. Its file is
+    // copied; day 1's copy loses a row and is written again.
+    let changed = now.keys().next().unwrap().1.clone();
+    let changed: &'static str = Box::leak(changed.into_boxed_str());
+    land(
+        &lake,
+        "p-1",
+        2,
+        &[
+            (changed, 2_000_000_000, false),
+            ("new", 2_000_000_000, false),
+        ],
+    )
+    .await;
+    let update = lake
+        .update_current(SourceType::Pims, "patients")
+        .await
+        .unwrap();
+    assert_eq!(
+        (update.rows_written, update.rows_copied),
+        (3_001, 2),
+        "{update:?}"
+    );
+    let now = current(dir.path()).await;
+    assert_eq!(now.len(), 3_001);
+    assert_eq!(
+        now[&("p-1".to_owned(), changed.to_owned())],
+        (2_000_000_000, day(2))
+    );
+
+    // Day 3, small, with a deletion: one file, the deletion at its end,
+    // and nothing copied (the deletion does not win a row).
+    let deleted = now.keys().nth(1).unwrap().1.clone();
+    let deleted: &'static str = Box::leak(deleted.into_boxed_str());
+    land(
+        &lake,
+        "p-1",
+        3,
+        &[
+            (deleted, 2_000_000_001, true),
+            ("newer", 2_000_000_001, false),
+        ],
+    )
+    .await;
+    let history = file_rows(dir.path(), "pims/patients", "batch_date=2026-11-03").await;
+    assert_eq!(history.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+    let update = lake
+        .update_current(SourceType::Pims, "patients")
+        .await
+        .unwrap();
+    assert_eq!(update.rows_copied, 0, "{update:?}");
+    let now = current(dir.path()).await;
+    assert_eq!(now.len(), 3_001);
+    assert!(!now.contains_key(&("p-1".to_owned(), deleted.to_owned())));
+    assert!(now.contains_key(&("p-1".to_owned(), "newer".to_owned())));
+}

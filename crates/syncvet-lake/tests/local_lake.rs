@@ -43,8 +43,12 @@ struct Read {
 }
 
 impl Read {
+    /// The source's ids, sorted: a batch's deletions end its file (or
+    /// have one of their own), so its rows are not in page order.
     fn ids(&self, source: &str) -> Vec<String> {
-        self.column(source, "id")
+        let mut ids = self.column(source, "id");
+        ids.sort();
+        ids
     }
 
     fn column(&self, source: &str, name: &str) -> Vec<String> {

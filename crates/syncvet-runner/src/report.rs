@@ -304,8 +304,8 @@ impl RunReport {
         if c.sources > 0 {
             let _ = writeln!(
                 out,
-                "current tables: {} sources merged ({} rebuilt from their history), {} batches absorbed, {} rows written, in {:.1} s",
-                c.sources, c.rebuilt, c.batches, c.rows_written, self.current_secs
+                "current tables: {} sources merged ({} rebuilt from their history), {} batches absorbed, {} rows written ({} copied with their files), in {:.1} s",
+                c.sources, c.rebuilt, c.batches, c.rows_written, c.rows_copied, self.current_secs
             );
         }
         for e in &c.errors {
