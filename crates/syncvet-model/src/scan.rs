@@ -5,9 +5,10 @@
 //! few small fields around it, not the records' values: those are parsed
 //! once, in full, by the decoder, which fails a page whose record is not
 //! valid JSON. A full parse here (serde_json's `RawValue`, as before) read
-//! every byte of a page twice; this scan finds string ends eight bytes at
-//! a time and looks at the bytes between strings one by one, and it cost
-//! a sixth of a sync's CPU less (`tests/BENCHMARKS.md`). No crate offers
+//! every byte of a page twice; this scan classifies a record's bytes 64
+//! at a time (SSE2 compares through `safe_arch`, simdjson's masks for
+//! escapes and strings) and looks only at the brackets outside strings
+//! (`tests/BENCHMARKS.md` has what each step saved). No crate offers
 //! this: JSON parsers validate as they go, which is the work saved here.
 //!
 //! The decoder splits a page's `items` with the same scan
@@ -75,15 +76,18 @@ struct Nesting {
 }
 
 impl Nesting {
-    /// Takes one byte; true when it closes the outermost bracket.
+    /// Takes one byte; true when it closes the outermost bracket. A
+    /// backslash escapes the byte after it outside strings too, as the
+    /// 64-byte scan has it: JSON has none there, and a record holding one
+    /// fails the decoder's parse whatever its extent.
     fn step(&mut self, c: u8) -> bool {
         if self.escaped {
             self.escaped = false;
+        } else if c == b'\\' {
+            self.escaped = true;
         } else if self.in_string {
-            match c {
-                b'\\' => self.escaped = true,
-                b'"' => self.in_string = false,
-                _ => {}
+            if c == b'"' {
+                self.in_string = false;
             }
         } else {
             match c {
@@ -100,61 +104,131 @@ impl Nesting {
     }
 }
 
+/// Bit k of each mask: what byte k of a 64-byte block is.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Classes {
+    quotes: u64,
+    backslashes: u64,
+    /// `{` or `[`.
+    opens: u64,
+    /// `}` or `]`.
+    closes: u64,
+}
+
+/// The block's classes, 16 bytes per SSE2 compare (every x86-64 has it).
+/// `[` and `]` are `{` and `}` with the 0x20 bit clear, so one compare
+/// each finds both kinds of bracket.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+fn classify(block: &[u8; 64]) -> Classes {
+    use safe_arch::{
+        bitor_m128i, cmp_eq_mask_i8_m128i, m128i, move_mask_i8_m128i, set_splat_i8_m128i,
+    };
+    let equal = |v: m128i, c: u8| {
+        u64::from(move_mask_i8_m128i(cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(c as i8))) as u16)
+    };
+    let mut out = Classes::default();
+    for (k, chunk) in block.chunks_exact(16).enumerate() {
+        let v = m128i::from(<[u8; 16]>::try_from(chunk).expect("16 bytes"));
+        let folded = bitor_m128i(v, set_splat_i8_m128i(0x20));
+        let at = 16 * k;
+        out.quotes |= equal(v, b'"') << at;
+        out.backslashes |= equal(v, b'\\') << at;
+        out.opens |= equal(folded, b'{') << at;
+        out.closes |= equal(folded, b'}') << at;
+    }
+    out
+}
+
+/// The block's classes, a byte at a time: where SSE2 is missing, and the
+/// reference the SSE2 version is tested against.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), cfg(test))]
+fn classify_bytes(block: &[u8; 64]) -> Classes {
+    let mut out = Classes::default();
+    for (k, &c) in block.iter().enumerate() {
+        let bit = 1u64 << k;
+        match c {
+            b'"' => out.quotes |= bit,
+            b'\\' => out.backslashes |= bit,
+            b'{' | b'[' => out.opens |= bit,
+            b'}' | b']' => out.closes |= bit,
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+use classify_bytes as classify;
+
+/// Bit k: the parity of the bits 0..=k of `x`.
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+/// The bytes a backslash escapes, given the block's backslashes;
+/// `carry` is 1 when the block's first byte is escaped by the one before,
+/// and is set for the next block. simdjson's branch-free method (Langdale
+/// and Lemire, "Parsing Gigabytes of JSON per Second", 2019): a run of
+/// backslashes escapes the byte after it when the run is odd, which a
+/// subtraction across each run finds by where the run starts.
+fn escaped_bytes(backslashes: u64, carry: &mut u64) -> u64 {
+    const ODD_BITS: u64 = 0xAAAA_AAAA_AAAA_AAAA;
+    if backslashes == 0 {
+        return std::mem::take(carry);
+    }
+    let potential = backslashes & !*carry;
+    let codes = ((potential << 1) | ODD_BITS).wrapping_sub(potential) ^ ODD_BITS;
+    let escaped = codes ^ (backslashes | *carry);
+    *carry = (codes & backslashes) >> 63;
+    escaped
+}
+
 /// The index after the object or array that starts at `b[start]`
 /// (`{` or `[`), brackets counted outside strings.
 ///
-/// Eight bytes at a time: a word with no backslash (nearly all of them)
-/// needs no byte-by-byte look, since a running parity of its quotes says
-/// which of its bytes lie inside strings, and only brackets outside them
-/// are looked at one by one; a word with a backslash (or right after one)
-/// is stepped through byte by byte.
+/// 64 bytes at a time: masks of the block's quotes, backslashes and
+/// brackets; the escaped bytes from the backslashes; which bytes lie
+/// inside strings from the parity of the unescaped quotes before them;
+/// then only the brackets outside strings are looked at one by one. The
+/// tail of fewer than 64 bytes is stepped through byte by byte.
 fn container_end(b: &[u8], start: usize) -> Option<usize> {
-    let mut state = Nesting::default();
+    let mut depth = 0usize;
+    // All ones when the block starts inside a string.
+    let mut in_string = 0u64;
+    let mut escape_carry = 0u64;
     let mut i = start;
-    while let Some(w) = word(b, i) {
-        if state.escaped || bytes_equal(w, b'\\') != 0 {
-            for k in 0..8 {
-                if state.step(b[i + k]) {
-                    return Some(i + k + 1);
-                }
-            }
-            i += 8;
-            continue;
-        }
-        let quotes = bytes_equal(w, b'"');
-        // The high bit of byte k: the parity of the quotes in bytes 0..=k.
-        let mut parity = quotes;
-        parity ^= parity << 8;
-        parity ^= parity << 16;
-        parity ^= parity << 32;
-        let inside = if state.in_string { !parity } else { parity } & HIGHS;
-        // `[` and `]` are `{` and `}` with the 0x20 bit clear.
-        let folded = w | (ONES * 0x20);
-        let mut brackets = (bytes_equal(folded, b'{') | bytes_equal(folded, b'}')) & !inside;
+    while let Some(block) = b.get(i..i + 64) {
+        let c = classify(block.try_into().expect("64 bytes"));
+        let escaped = escaped_bytes(c.backslashes, &mut escape_carry);
+        let inside = prefix_xor(c.quotes & !escaped) ^ in_string;
+        in_string = 0u64.wrapping_sub(inside >> 63);
+        let mut brackets = (c.opens | c.closes) & !inside & !escaped;
         while brackets != 0 {
-            let k = (brackets.trailing_zeros() / 8) as usize;
-            // Outside a string, whatever `state.in_string` said at the
-            // word's start.
-            if matches!(b[i + k], b'{' | b'[') {
-                state.depth += 1;
+            let k = brackets.trailing_zeros();
+            if c.opens >> k & 1 == 1 {
+                depth += 1;
             } else {
-                state.depth = state.depth.saturating_sub(1);
-                if state.depth == 0 {
-                    return Some(i + k + 1);
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return Some(i + k as usize + 1);
                 }
             }
             brackets &= brackets - 1;
         }
-        state.in_string ^= quotes.count_ones() % 2 == 1;
-        i += 8;
+        i += 64;
     }
-    while i < b.len() {
-        if state.step(b[i]) {
-            return Some(i + 1);
-        }
-        i += 1;
-    }
-    None
+    let mut state = Nesting {
+        depth,
+        in_string: in_string != 0,
+        escaped: escape_carry != 0,
+    };
+    (i..b.len()).find(|&k| state.step(b[k])).map(|k| k + 1)
 }
 
 /// The end of the value that starts at `i` (no whitespace before it): a
@@ -314,7 +388,8 @@ mod tests {
         let alphabet = br#""\{}[]a,"#;
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         for _ in 0..3000 {
-            let len = (seed % 90) as usize;
+            // Up to four 64-byte blocks and a tail.
+            let len = (seed % 300) as usize;
             let text: Vec<u8> = (0..len)
                 .map(|_| {
                     seed ^= seed << 13;
@@ -333,6 +408,43 @@ mod tests {
                     expected,
                     "{} from {start}",
                     String::from_utf8_lossy(&text)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_sse2_classes_are_the_bytes_classes() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..2000 {
+            let block: [u8; 64] = std::array::from_fn(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Mostly the classes' bytes and their 0x20 neighbours.
+                let alphabet = b"\"\\{}[];<=>|~a ";
+                alphabet[(seed % alphabet.len() as u64) as usize] ^ (((seed >> 8) & 1) as u8 * 0x80)
+            });
+            assert_eq!(classify(&block), classify_bytes(&block), "{block:?}");
+        }
+    }
+
+    #[test]
+    fn backslash_runs_escape_across_blocks() {
+        // A run of n backslashes ending at every byte around a block
+        // boundary, then a quote: escaped when n is odd.
+        for n in 1..6 {
+            for end in 56..72 {
+                let mut text = vec![b'{', b'"'];
+                text.resize(end - n, b'a');
+                text.extend(std::iter::repeat_n(b'\\', n));
+                text.extend_from_slice(br#""}"]}"#);
+                text.resize(140, b' ');
+                let expected = if n % 2 == 1 { end + 4 } else { end + 2 };
+                assert_eq!(
+                    container_end(&text, 0),
+                    Some(expected),
+                    "{n} backslashes ending at {end}"
                 );
             }
         }
