@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use crate::EmulatorConfig;
 use crate::auth;
 use crate::limits::InFlight;
+use crate::lookahead::PageKey;
 use crate::page::{self, TokenProblem};
 use crate::plan::EntityPlan;
 use crate::sources::{self, parse_source_id};
@@ -358,17 +359,25 @@ async fn batch(
         return (StatusCode::ACCEPTED, Json(json!({"status": "Processing"}))).into_response();
     }
     let end = start.saturating_add(size).min(total);
-    let token = next_token(&shared, &settings, scope, end, total);
-    let page = page::render_batch_page(
-        config,
-        plan,
-        &practice_id,
-        date,
-        start,
+    let key = PageKey {
+        scope,
+        offset: start,
         size,
-        total,
-        token.as_deref(),
-    );
+    };
+    let mut page = match shared.lookahead.take(key, &settings).await {
+        Some(page) => page,
+        None => page::render_batch_records(config, plan, &practice_id, date, start, size, total),
+    };
+    if end < total {
+        let (plan, settings_ahead) = (plan.clone(), settings.clone());
+        let next = PageKey { offset: end, ..key };
+        shared.lookahead.start(next, settings.clone(), move || {
+            let config = &settings_ahead.config;
+            page::render_batch_records(config, &plan, &practice_id, date, end, size, total)
+        });
+    }
+    let token = next_token(&shared, &settings, scope, end, total);
+    page::finish_batch_page(&mut page, token.as_deref());
     shared.counters.served(&page.tally, page.body.len());
     let mut response = json_bytes(StatusCode::OK, page.body);
     if config.truncate_rate > 0.0 && shared.roll(config.seed) < config.truncate_rate {
@@ -385,7 +394,7 @@ fn served_entity<'a>(
     config: &EmulatorConfig,
     practice_id: &str,
     entity: &str,
-) -> Result<&'a EntityPlan, Response> {
+) -> Result<&'a Arc<EntityPlan>, Response> {
     if config.forbidden_sources.iter().any(|id| id == practice_id) {
         return Err(error(
             StatusCode::FORBIDDEN,

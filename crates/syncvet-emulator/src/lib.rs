@@ -78,6 +78,7 @@ mod hash;
 mod json;
 pub mod limits;
 mod lineage;
+mod lookahead;
 mod page;
 mod plan;
 mod records;

@@ -101,9 +101,11 @@ pub(crate) struct RenderedPage {
     pub tally: RecordTally,
 }
 
-/// Renders records `offset..offset+page_size` (capped at `total`) of a batch.
+/// Renders records `offset..offset+page_size` (capped at `total`) of a
+/// batch: the page up to its continuation token, which
+/// [`finish_batch_page`] adds when the page is served.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn render_batch_page(
+pub(crate) fn render_batch_records(
     config: &EmulatorConfig,
     plan: &EntityPlan,
     source_id: &str,
@@ -111,7 +113,6 @@ pub(crate) fn render_batch_page(
     offset: u64,
     page_size: u64,
     total: u64,
-    next_token: Option<&str>,
 ) -> RenderedPage {
     let date_days = days_since_epoch(date);
     let mut id_head = Vec::with_capacity(24);
@@ -154,10 +155,14 @@ pub(crate) fn render_batch_page(
         }
         batch.render(&mut out, index, &mut tally);
     }
-    out.extend_from_slice(b"],\"continuationToken\":");
-    push_token(&mut out, next_token);
-    out.push(b'}');
     RenderedPage { body: out, tally }
+}
+
+/// Ends a page of [`render_batch_records`] with its continuation token.
+pub(crate) fn finish_batch_page(page: &mut RenderedPage, next_token: Option<&str>) {
+    page.body.extend_from_slice(b"],\"continuationToken\":");
+    push_token(&mut page.body, next_token);
+    page.body.push(b'}');
 }
 
 /// Renders one page of `GET /api/practices`.
@@ -250,7 +255,8 @@ mod tests {
         let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
         for entity in catalog.entities() {
             let plan = EntityPlan::new(entity, &catalog);
-            let page = render_batch_page(&config, &plan, "p-0001", date, 5, 40, 30, Some("x"));
+            let mut page = render_batch_records(&config, &plan, "p-0001", date, 5, 40, 30);
+            finish_batch_page(&mut page, Some("x"));
             let value: serde_json::Value = serde_json::from_slice(&page.body).unwrap_or_else(|e| {
                 panic!(
                     "{}: {e}: {}",

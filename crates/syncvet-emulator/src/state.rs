@@ -60,7 +60,9 @@ impl Pause {
 pub(crate) struct Shared {
     settings: RwLock<Arc<Settings>>,
     /// One plan per catalog entity, by name.
-    pub plans: HashMap<String, EntityPlan>,
+    pub plans: HashMap<String, Arc<EntityPlan>>,
+    /// Batch pages rendered ahead of their request.
+    pub lookahead: crate::lookahead::Lookahead,
     pub counters: Counters,
     /// Keys the access tokens' checks (new each start, so tokens of an
     /// earlier run are refused).
@@ -79,7 +81,7 @@ impl Shared {
         let catalog = embedded_catalog();
         let plans = catalog
             .entities()
-            .map(|e| (e.name.clone(), EntityPlan::new(e, catalog)))
+            .map(|e| (e.name.clone(), Arc::new(EntityPlan::new(e, catalog))))
             .collect();
         let started_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -88,6 +90,7 @@ impl Shared {
         Shared {
             settings: RwLock::new(Arc::new(Settings { config, gateway })),
             plans,
+            lookahead: Default::default(),
             counters: Counters::default(),
             token_key: rand::random(),
             pauses: Mutex::new(HashMap::new()),

@@ -6,7 +6,7 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::compute::{filter_record_batch, not};
+use arrow::compute::{SlicesIterator, filter_record_batch, not};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::row::{RowConverter, SortField};
 use chrono::Utc;
@@ -237,8 +237,20 @@ impl Side {
         batch: &BatchId,
         rows: &RecordBatch,
     ) -> Result<(), LakeError> {
+        self.write_sampled(slot, batch, rows, rows).await
+    }
+
+    /// [`Side::write`], the file (when this opens it) encoded as `sample`
+    /// says ([`nearly_distinct`]): a whole page when `rows` is a slice of it.
+    async fn write_sampled(
+        &self,
+        slot: &mut Option<PartitionWriter>,
+        batch: &BatchId,
+        rows: &RecordBatch,
+        sample: &RecordBatch,
+    ) -> Result<(), LakeError> {
         if slot.is_none() {
-            *slot = Some(self.open(batch, rows)?);
+            *slot = Some(self.open(batch, sample)?);
         }
         let writer = slot.as_mut().expect("opened above");
         writer.write(rows).await.map_err(|e| self.table_error(e))
@@ -417,11 +429,16 @@ impl BatchWriter {
                 self.live_rows += n;
             }
             Some(deleted) => {
-                let live = filter_record_batch(&rows, &not(deleted)?)?;
-                if live.num_rows() > 0 {
-                    t.data.write(&mut self.data, &t.batch, &live).await?;
+                // The live rows as slices of the page between its
+                // deletions (a copy of every column by a filter cost more
+                // than the rest of the split).
+                for (start, end) in SlicesIterator::new(&not(deleted)?) {
+                    let live = rows.slice(start, end - start);
+                    t.data
+                        .write_sampled(&mut self.data, &t.batch, &live, &rows)
+                        .await?;
+                    self.live_rows += end - start;
                 }
-                self.live_rows += live.num_rows();
                 let gone = filter_record_batch(&rows, deleted)?;
                 self.held_rows += gone.num_rows();
                 self.held.push(gone);

@@ -128,3 +128,44 @@ async fn total_count_equals_the_records_served_for_every_source_and_entity() {
     assert_eq!(h.emulator.stats().records_served, served);
     assert!(sizes[0] != sizes[1], "sources differ in size: {sizes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_rendered_ahead_is_not_served_after_an_admin_patch() {
+    // Page 1 is served (and page 2 rendered ahead) before the patch; page 2,
+    // asked for after it, is the page the patched switches render.
+    let config = EmulatorConfig {
+        spread: 1.0,
+        ..EmulatorConfig::default()
+    };
+    let patched = EmulatorConfig {
+        dirty_rate: 1.0,
+        ..config.clone()
+    };
+    let second_page = |token: &str| {
+        format!("batch/p-0002/invoice_lines?date={DATE}&pageSize=20&continuationToken={token}")
+    };
+    let token = syncvet_emulator::continuation_token(&config, "p-0002", "invoice_lines", date(), 20);
+    let h = start(config.clone()).await;
+    let first = h
+        .get(&format!("batch/p-0002/invoice_lines?date={DATE}&pageSize=20"))
+        .await;
+    assert_eq!(first.status, StatusCode::OK);
+    let response = h
+        .http
+        .post(format!("{}/__admin/config", h.emulator.url()))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"dirty_rate": 1.0}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let after = h.get(&second_page(&token)).await;
+
+    let fresh = start(patched).await;
+    let expected = fresh.get(&second_page(&token)).await;
+    assert_eq!(expected.status, StatusCode::OK);
+    assert_eq!(after.body, expected.body);
+    let unpatched = start(config).await;
+    let before = unpatched.get(&second_page(&token)).await;
+    assert_ne!(after.body, before.body, "the patch changes the page");
+}
