@@ -29,9 +29,13 @@
 //!    the last entry of each `id` wins. Memory: 40 bytes per input row
 //!    (1M rows: 40 MB) and one read batch.
 //! 2. every input again, its winning live rows written into the source's
-//!    new files. A current file whose rows all still win is kept as it is.
-//!    Inputs are read and filtered on a task of their own while the merge
-//!    encodes what they hand over, so the two halves use two cores.
+//!    new files. A current file whose rows all still win is kept as it is;
+//!    a history file whose rows all win (a first landing, a night's new
+//!    and changed records: a large batch keeps its deletions in a file of
+//!    their own) is copied column chunk by column chunk
+//!    ([`crate::splice`]), never decoded. Other inputs are read and
+//!    filtered on a task of their own while the merge encodes what they
+//!    hand over, so the two halves use two cores.
 //!
 //! All sources' changes of an entity land in one commit, which removes the
 //! files replaced and sets the batches' transactions: a reader sees the
