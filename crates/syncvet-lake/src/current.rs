@@ -30,9 +30,9 @@
 //!    (1M rows: 40 MB) and one read batch.
 //! 2. every input again, its winning live rows written into the source's
 //!    new files. A current file whose rows all still win is kept as it is;
-//!    a history file whose rows all win (a first landing, a night's new
-//!    and changed records: a large batch keeps its deletions in a file of
-//!    their own) is copied column chunk by column chunk
+//!    a history file of at least a row group whose rows all win (a large
+//!    first landing or night: a large batch keeps its deletions in a file
+//!    of their own) is copied column chunk by column chunk
 //!    ([`crate::splice`]), never decoded. Other inputs are read and
 //!    filtered on a task of their own while the merge encodes what they
 //!    hand over, so the two halves use two cores.
@@ -835,9 +835,13 @@ impl Merge<'_> {
             if kept[n] == 0 {
                 continue;
             }
+            // A large file only: a small one goes with the rest into one
+            // new file, or every night would add a file to the source's
+            // partition, which nothing compacts.
             if let Origin::History(date) = input.origin
                 && kept[n] == counts[n]
                 && !input.shared
+                && kept[n] as usize >= self.current.settings().row_group_rows()
             {
                 let splice = Splice {
                     history: self.history,

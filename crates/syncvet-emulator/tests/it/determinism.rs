@@ -144,10 +144,13 @@ async fn a_page_rendered_ahead_is_not_served_after_an_admin_patch() {
     let second_page = |token: &str| {
         format!("batch/p-0002/invoice_lines?date={DATE}&pageSize=20&continuationToken={token}")
     };
-    let token = syncvet_emulator::continuation_token(&config, "p-0002", "invoice_lines", date(), 20);
+    let token =
+        syncvet_emulator::continuation_token(&config, "p-0002", "invoice_lines", date(), 20);
     let h = start(config.clone()).await;
     let first = h
-        .get(&format!("batch/p-0002/invoice_lines?date={DATE}&pageSize=20"))
+        .get(&format!(
+            "batch/p-0002/invoice_lines?date={DATE}&pageSize=20"
+        ))
         .await;
     assert_eq!(first.status, StatusCode::OK);
     let response = h
