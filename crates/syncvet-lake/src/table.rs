@@ -1256,6 +1256,12 @@ impl Table {
             if files.len() < min_files.max(2) {
                 continue;
             }
+            // A run leaves one batch's own files (its live records and its
+            // deletions) as they are: merging them would encode the batch
+            // again for one file fewer. `maintain` merges them.
+            if days.is_some() && files.iter().all(|f| f.only(&files[0].sources.0)) {
+                continue;
+            }
             files.sort_by(|a, b| (&a.sources, &a.old).cmp(&(&b.sources, &b.old)));
             let old: Vec<OldFile> = files.iter().map(|f| f.old.clone()).collect();
             let schema = self.file_schema(state)?;

@@ -377,6 +377,17 @@ async fn a_large_batch_is_copied_into_the_current_table_column_chunks_as_they_ar
     let now = current(dir.path()).await;
     assert_eq!(now.len(), 3_000);
     assert!(now.values().all(|(_, date)| *date == day(1)));
+    // A run's compaction leaves the batch's two files; `maintain` merges them.
+    let day_one = std::collections::BTreeSet::from([day(1)]);
+    lake.maintain(SourceType::Pims, "patients", Some(&day_one))
+        .await
+        .unwrap();
+    assert_eq!(
+        active_files(dir.path(), "pims/patients", "batch_date=2026-11-01")
+            .await
+            .len(),
+        2
+    );
     // The copy holds the history's live rows, value for value, with the
     // batch date and without the source column.
     let history = file_rows(dir.path(), "pims/patients", "batch_date=2026-11-01").await;
@@ -435,6 +446,16 @@ async fn a_large_batch_is_copied_into_the_current_table_column_chunks_as_they_ar
     assert_eq!(
         now[&("p-1".to_owned(), changed.to_owned())],
         (2_000_000_000, day(2))
+    );
+
+    lake.maintain(SourceType::Pims, "patients", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        active_files(dir.path(), "pims/patients", "batch_date=2026-11-01")
+            .await
+            .len(),
+        1
     );
 
     // Day 3, small, with a deletion: one file, the deletion at its end,
