@@ -53,7 +53,9 @@
 //! `max_file_bytes`, written by delta-rs's file writer (multipart uploads
 //! of `upload_concurrency` parts in flight; memory is one row group plus
 //! those parts, whatever the size of the batch). Each file's add action
-//! carries its statistics, so readers skip files by source and column range.
+//! carries its statistics, so readers skip files by source and column range
+//! (every column but text ones other than `id` and `…_id`: a file's range of
+//! names skips nothing and costs a comparison of every value).
 //! A batch of at least a row group of live records writes its deletions to
 //! a file of their own (a smaller one puts them at the end of its one file),
 //! so its file of live records can be copied whole into the current table.
