@@ -283,6 +283,20 @@ fn synthetic_rows(entity: &Entity, first: u64, rows: usize, deleted: bool) -> Re
     RecordBatch::try_new(batch.schema(), columns).unwrap()
 }
 
+/// Merges the landed batches into the current table and checks the rows
+/// it wrote and, of them, copied with their history files.
+async fn merged(lake: &Lake, written: u64, copied: u64) {
+    let update = lake
+        .update_current(SourceType::Pims, "patients")
+        .await
+        .unwrap();
+    assert_eq!(
+        (update.rows_written, update.rows_copied),
+        (written, copied),
+        "{update:?}"
+    );
+}
+
 /// The active files of `table` in the partition `folder`, by path.
 async fn active_files(root: &Path, table: &str, folder: &str) -> Vec<String> {
     let dir = root.canonicalize().unwrap().join(table);
@@ -365,15 +379,7 @@ async fn a_large_batch_is_copied_into_the_current_table_column_chunks_as_they_ar
         "the deletions have a file of their own: {landed:?}"
     );
 
-    let update = lake
-        .update_current(SourceType::Pims, "patients")
-        .await
-        .unwrap();
-    assert_eq!(
-        (update.rows_written, update.rows_copied),
-        (3_000, 3_000),
-        "{update:?}"
-    );
+    merged(&lake, 3_000, 3_000).await;
     let now = current(dir.path()).await;
     assert_eq!(now.len(), 3_000);
     assert!(now.values().all(|(_, date)| *date == day(1)));
@@ -430,15 +436,7 @@ async fn a_large_batch_is_copied_into_the_current_table_column_chunks_as_they_ar
         ],
     )
     .await;
-    let update = lake
-        .update_current(SourceType::Pims, "patients")
-        .await
-        .unwrap();
-    assert_eq!(
-        (update.rows_written, update.rows_copied),
-        (3_001, 0),
-        "{update:?}"
-    );
+    merged(&lake, 3_001, 0).await;
     let now = current(dir.path()).await;
     assert_eq!(now.len(), 3_001);
     let files = active_files(dir.path(), "current/pims/patients", "practice_id=p-1").await;
@@ -474,11 +472,7 @@ async fn a_large_batch_is_copied_into_the_current_table_column_chunks_as_they_ar
     .await;
     let history = file_rows(dir.path(), "pims/patients", "batch_date=2026-11-03").await;
     assert_eq!(history.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
-    let update = lake
-        .update_current(SourceType::Pims, "patients")
-        .await
-        .unwrap();
-    assert_eq!(update.rows_copied, 0, "{update:?}");
+    merged(&lake, 3_001, 0).await;
     let now = current(dir.path()).await;
     assert_eq!(now.len(), 3_001);
     assert!(!now.contains_key(&("p-1".to_owned(), deleted.to_owned())));
